@@ -1,0 +1,393 @@
+//! Consuming with acks, retry through TTL queues, and parking.
+//!
+//! A [`Handler`] says what happened to one message ([`Outcome`]); this module does the rest, and
+//! acknowledges the delivery only after that rest is durable:
+//! - `Delivered`: report it on `sp.events` (confirmed), then ack.
+//! - `Retry`: republish the same message (same `message_id`) to the retry queue for this attempt's
+//!   delay with the attempt count raised (confirmed), report, then ack. The retry queue's TTL
+//!   dead-letters it back to the work queue. No consumer ever sleeps holding a message, so one
+//!   failing message never holds up the others. Once the retry horizon has passed since the first
+//!   failure, the message is parked instead.
+//! - `Park`: publish it to the parking queue with the reason (confirmed), report, then ack.
+//!
+//! If a publish fails the delivery is not acked: the broker redelivers it after the channel
+//! closes, and the supervisor reconnects. Reports carry ids derived from the message id, outcome
+//! and attempt, so a report sent twice is recorded once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::Connection;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::envelope::{
+    self, header_i64, now_ms, now_rfc3339, DeliveryReport, Envelope, Kind, ReportOutcome,
+    H_ATTEMPT, H_FIRST_FAILURE, H_ORIGIN_QUEUE, H_PARK_REASON,
+};
+use crate::publish::{Outgoing, Publisher};
+use crate::topology::{self, parked_queue, retry_queue};
+use crate::BusError;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The downstream system has it. The text goes on the referral's timeline.
+    Delivered(String),
+    /// A passing failure (5xx, time-out, connection refused): try again later.
+    Retry(String),
+    /// A failure that retrying will not mend (4xx, undecodable message): park it.
+    Park(String),
+}
+
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// Delivers one message downstream. Must be idempotent by `envelope.message_id`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, envelope: &'a Envelope, attempt: u32) -> HandlerFuture<'a>;
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    /// Deliveries in flight per queue.
+    pub prefetch: u16,
+    /// Retry delays, by attempt; the last one repeats.
+    pub retry_delays: Vec<Duration>,
+    /// Park once this long has passed since the first failure.
+    pub retry_horizon: Duration,
+    /// Publish a delivery report on `sp.events` for each outcome.
+    pub report: bool,
+}
+
+impl Default for ConsumeSettings {
+    fn default() -> Self {
+        ConsumeSettings {
+            prefetch: 16,
+            retry_delays: default_retry_delays(),
+            retry_horizon: Duration::from_secs(72 * 3600),
+            report: true,
+        }
+    }
+}
+
+/// 1 s, 5 s, 30 s, 2 min, 10 min, then hourly.
+pub fn default_retry_delays() -> Vec<Duration> {
+    [1, 5, 30, 120, 600, 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+/// The delay before retry number `attempt` (1-based).
+pub fn retry_delay(delays: &[Duration], attempt: u32) -> Duration {
+    let i = (attempt.max(1) as usize - 1).min(delays.len().saturating_sub(1));
+    delays.get(i).copied().unwrap_or(Duration::from_secs(1))
+}
+
+/// Consume `queue` until `shutdown` is cancelled (then `Ok`) or the channel fails (`Err`).
+/// On shutdown, consumption stops and in-flight deliveries finish before returning.
+pub async fn consume_queue(
+    conn: &Connection,
+    queue: &str,
+    handler: Arc<dyn Handler>,
+    settings: Arc<ConsumeSettings>,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    let publisher = Publisher::open(conn).await?;
+    let tag = format!("signpost-{}", Uuid::new_v4().simple());
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue, "consuming");
+    let mut tasks: JoinSet<Result<(), BusError>> = JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(join) => {
+                        tracing::error!(%join, queue, "a delivery task failed");
+                    }
+                }
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = Ctx {
+                        queue: queue.to_owned(),
+                        handler: handler.clone(),
+                        settings: settings.clone(),
+                        publisher: publisher.clone(),
+                    };
+                    tasks.spawn(async move { ctx.process(delivery).await });
+                }
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(BusError::ConsumerClosed(queue.to_owned())),
+            }
+        }
+    };
+    // Let in-flight deliveries finish (they ack or leave the message for redelivery).
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, queue, "delivery left unacknowledged");
+        }
+    }
+    let _ = channel.close(200, "bye".into()).await;
+    result
+}
+
+struct Ctx {
+    queue: String,
+    handler: Arc<dyn Handler>,
+    settings: Arc<ConsumeSettings>,
+    publisher: Publisher,
+}
+
+impl Ctx {
+    async fn process(self, delivery: Delivery) -> Result<(), BusError> {
+        let previous = header_i64(&delivery.properties, H_ATTEMPT).unwrap_or(0);
+        let attempt = u32::try_from(previous.max(0)).unwrap_or(u32::MAX).saturating_add(1);
+        let envelope = match Envelope::from_bytes(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(queue = %self.queue, error = %e, "undecodable message, parking it");
+                self.park(&delivery, None, attempt, &format!("undecodable message: {e}"))
+                    .await?;
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+        };
+        let outcome = self.handler.handle(&envelope, attempt).await;
+        match outcome {
+            Outcome::Delivered(detail) => {
+                tracing::info!(queue = %self.queue, message_id = %envelope.message_id, attempt, "delivered");
+                self.report(&envelope, ReportOutcome::Delivered, attempt, detail)
+                    .await?;
+            }
+            Outcome::Retry(reason) => {
+                let first_failure = header_i64(&delivery.properties, H_FIRST_FAILURE)
+                    .unwrap_or_else(now_ms);
+                let elapsed = Duration::from_millis((now_ms() - first_failure).max(0) as u64);
+                if elapsed >= self.settings.retry_horizon {
+                    let reason = format!(
+                        "{reason}; gave up after {attempt} attempts over {}s",
+                        elapsed.as_secs()
+                    );
+                    self.park(&delivery, Some(&envelope), attempt, &reason).await?;
+                } else {
+                    let delay = retry_delay(&self.settings.retry_delays, attempt);
+                    let retry = retry_queue(&self.queue, delay);
+                    let properties = envelope::with_headers(
+                        &delivery.properties,
+                        [
+                            (H_ATTEMPT, AMQPValue::LongLongInt(i64::from(attempt))),
+                            (H_FIRST_FAILURE, AMQPValue::LongLongInt(first_failure)),
+                        ],
+                    );
+                    self.publisher
+                        .publish(Outgoing {
+                            exchange: "",
+                            routing_key: &retry,
+                            body: delivery.data.clone(),
+                            properties,
+                        })
+                        .await?;
+                    tracing::info!(queue = %self.queue, message_id = %envelope.message_id, attempt, ?delay, "will retry");
+                    let detail = format!("{reason}; retry in {}s", delay.as_secs_f32());
+                    self.report(&envelope, ReportOutcome::Retrying, attempt, detail)
+                        .await?;
+                }
+            }
+            Outcome::Park(reason) => {
+                self.park(&delivery, Some(&envelope), attempt, &reason).await?;
+            }
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        delivery: &Delivery,
+        envelope: Option<&Envelope>,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let parked = parked_queue(&self.queue);
+        let properties = envelope::with_headers(
+            &delivery.properties,
+            [
+                (H_ATTEMPT, AMQPValue::LongLongInt(i64::from(attempt))),
+                (
+                    H_PARK_REASON,
+                    AMQPValue::LongString(LongString::from(reason.as_bytes())),
+                ),
+                (
+                    H_ORIGIN_QUEUE,
+                    AMQPValue::LongString(LongString::from(self.queue.as_bytes())),
+                ),
+            ],
+        );
+        self.publisher
+            .publish(Outgoing {
+                exchange: "",
+                routing_key: &parked,
+                body: delivery.data.clone(),
+                properties,
+            })
+            .await?;
+        tracing::warn!(queue = %self.queue, attempt, reason, "parked");
+        if let Some(envelope) = envelope {
+            self.report(envelope, ReportOutcome::Parked, attempt, reason.to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        about: &Envelope,
+        outcome: ReportOutcome,
+        attempt: u32,
+        detail: String,
+    ) -> Result<(), BusError> {
+        if !self.settings.report {
+            return Ok(());
+        }
+        let report = DeliveryReport {
+            about: about.message_id,
+            about_kind: about.kind,
+            outcome,
+            attempt,
+            detail,
+            at: now_rfc3339(),
+        };
+        let mut envelope = Envelope::new(
+            Kind::DeliveryReport,
+            about.correlation_id.clone(),
+            about.referral_id.clone(),
+            about.target.clone(),
+            Some(about.traceparent.clone()),
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
+        envelope.message_id = report_id(about.message_id, outcome, attempt);
+        self.publisher
+            .publish_envelope(
+                topology::EVENTS_EXCHANGE,
+                topology::EVENTS_ROUTING_KEY,
+                &envelope,
+            )
+            .await
+    }
+}
+
+/// The id of the report of `outcome` at `attempt` for message `about`: the same every time, so
+/// the gateway records a report that was sent twice only once.
+pub fn report_id(about: Uuid, outcome: ReportOutcome, attempt: u32) -> Uuid {
+    let name = format!("{about}/{outcome:?}/{attempt}");
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+}
+
+/// Keep consuming `queues` across broker outages: connect (with backoff), declare the topology,
+/// consume every queue, and when any consumer fails, drop the connection and start again. Returns
+/// when `shutdown` is cancelled, after in-flight deliveries have finished.
+pub async fn supervise(
+    url: String,
+    name: String,
+    spec: topology::Spec,
+    queues: Vec<(String, Arc<dyn Handler>)>,
+    settings: ConsumeSettings,
+    shutdown: CancellationToken,
+) {
+    let settings = Arc::new(settings);
+    if queues.is_empty() {
+        shutdown.cancelled().await;
+        return;
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(conn) = crate::amqp::connect_with_backoff(&url, &name, &shutdown).await else {
+            return;
+        };
+        let conn = Arc::new(conn);
+        let declared = async {
+            let channel = conn.create_channel().await?;
+            topology::declare(&channel, &spec).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok::<_, BusError>(())
+        }
+        .await;
+        if let Err(error) = declared {
+            tracing::error!(%error, connection = %name, "declaring the topology failed");
+        } else {
+            let round = shutdown.child_token();
+            let mut consumers = JoinSet::new();
+            for (queue, handler) in &queues {
+                let conn = conn.clone();
+                let queue = queue.clone();
+                let handler = handler.clone();
+                let settings = settings.clone();
+                let round = round.clone();
+                consumers.spawn(async move {
+                    let r = consume_queue(&conn, &queue, handler, settings, round).await;
+                    (queue, r)
+                });
+            }
+            if let Some(Ok((queue, Err(error)))) = consumers.join_next().await {
+                tracing::warn!(%error, queue, "consumer stopped; reconnecting");
+            }
+            round.cancel();
+            while consumers.join_next().await.is_some() {}
+            backoff = Duration::from_millis(200);
+        }
+        let _ = conn.close(200, "reconnecting".into()).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_then_repeat_the_last() {
+        let d = default_retry_delays();
+        assert_eq!(retry_delay(&d, 1), Duration::from_secs(1));
+        assert_eq!(retry_delay(&d, 2), Duration::from_secs(5));
+        assert_eq!(retry_delay(&d, 6), Duration::from_secs(3600));
+        assert_eq!(retry_delay(&d, 60), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_report_id_is_stable_for_the_same_outcome_and_differs_otherwise() {
+        let m = Uuid::new_v4();
+        assert_eq!(report_id(m, ReportOutcome::Delivered, 1), report_id(m, ReportOutcome::Delivered, 1));
+        assert_ne!(report_id(m, ReportOutcome::Delivered, 1), report_id(m, ReportOutcome::Retrying, 1));
+        assert_ne!(report_id(m, ReportOutcome::Retrying, 1), report_id(m, ReportOutcome::Retrying, 2));
+    }
+}

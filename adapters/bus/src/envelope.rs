@@ -1,0 +1,273 @@
+//! The envelope: what every bus message carries, whatever its kind.
+//!
+//! The body is the JSON form of [`Envelope`]; the same ids are copied into the AMQP properties
+//! (`message_id`, `correlation_id`, `type` = kind) and headers (`traceparent`,
+//! `x-schema-version`, `x-attempt`, ...) so that a consumer in any language can route and
+//! de-duplicate without parsing the body. `adapters/bus/envelope.schema.json` is the contract.
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version of the envelope layout. Consumers reject majors they do not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Header: the W3C trace context of the request that caused the message.
+pub const H_TRACEPARENT: &str = "traceparent";
+/// Header: [`SCHEMA_VERSION`] of the body.
+pub const H_SCHEMA_VERSION: &str = "x-schema-version";
+/// Header: how many delivery attempts were already made (0 on first publish).
+pub const H_ATTEMPT: &str = "x-attempt";
+/// Header: when the first delivery attempt failed (unix milliseconds), for the retry horizon.
+pub const H_FIRST_FAILURE: &str = "x-first-failure-ms";
+/// Header: why a message was parked.
+pub const H_PARK_REASON: &str = "x-park-reason";
+/// Header: the queue a parked message came from, so that a replay knows where it goes back to.
+pub const H_ORIGIN_QUEUE: &str = "x-origin-queue";
+
+/// What a message is for. The wire form is the kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A BaRS message (new referral or cancellation) for a scheme. Payload: the message Bundle.
+    #[serde(rename = "referral-message")]
+    ReferralMessage,
+    /// An outcome letter to file in the GP record. Payload: a DocumentReference.
+    #[serde(rename = "letter-filing")]
+    LetterFiling,
+    /// What an adapter did with a message. Payload: [`DeliveryReport`].
+    #[serde(rename = "delivery-report")]
+    DeliveryReport,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ReferralMessage => "referral-message",
+            Kind::LetterFiling => "letter-filing",
+            Kind::DeliveryReport => "delivery-report",
+        }
+    }
+}
+
+/// One bus message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema_version: u32,
+    /// Idempotency key: the same on every redelivery and retry of this message.
+    pub message_id: Uuid,
+    /// The referral conversation (the BaRS `X-Correlation-Id`).
+    pub correlation_id: String,
+    pub kind: Kind,
+    /// The referral (ServiceRequest id) this message is about.
+    pub referral_id: String,
+    /// The directory Endpoint id the message is for.
+    pub target: String,
+    /// RFC 3339 time the message was created.
+    pub created_at: String,
+    /// W3C trace context (`00-<trace>-<span>-01`).
+    pub traceparent: String,
+    pub payload: serde_json::Value,
+}
+
+/// Payload of a [`Kind::DeliveryReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// The `message_id` of the message the report is about.
+    pub about: Uuid,
+    pub about_kind: Kind,
+    pub outcome: ReportOutcome,
+    /// Attempts made so far, this one included.
+    pub attempt: u32,
+    /// What happened, for the timeline. Never patient data.
+    pub detail: String,
+    /// RFC 3339 time of the outcome.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportOutcome {
+    /// The downstream system has the message.
+    Delivered,
+    /// An attempt failed; the message waits in a retry queue.
+    Retrying,
+    /// Given up: the message is in the parking queue with the reason.
+    Parked,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the body is not an envelope: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("envelope schema version {0} is not supported (this build reads {SCHEMA_VERSION})")]
+    Version(u32),
+}
+
+impl Envelope {
+    /// A new envelope with a fresh message id and trace context.
+    pub fn new(
+        kind: Kind,
+        correlation_id: impl Into<String>,
+        referral_id: impl Into<String>,
+        target: impl Into<String>,
+        traceparent: Option<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            message_id: Uuid::new_v4(),
+            correlation_id: correlation_id.into(),
+            kind,
+            referral_id: referral_id.into(),
+            target: target.into(),
+            created_at: now_rfc3339(),
+            traceparent: traceparent.unwrap_or_else(new_traceparent),
+            payload,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of strings and a Value cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse a body, refusing schema versions this build does not know.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let envelope: Envelope = serde_json::from_slice(bytes)?;
+        if envelope.schema_version != SCHEMA_VERSION {
+            return Err(EnvelopeError::Version(envelope.schema_version));
+        }
+        Ok(envelope)
+    }
+
+    /// AMQP properties for a first publish: persistent, JSON, ids and headers copied from the body.
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            H_TRACEPARENT.into(),
+            AMQPValue::LongString(LongString::from(self.traceparent.as_bytes())),
+        );
+        headers.insert(
+            H_SCHEMA_VERSION.into(),
+            AMQPValue::LongLongInt(i64::from(self.schema_version)),
+        );
+        headers.insert(H_ATTEMPT.into(), AMQPValue::LongLongInt(0));
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(self.message_id.to_string()))
+            .with_correlation_id(ShortString::from(self.correlation_id.clone()))
+            .with_type(ShortString::from(self.kind.as_str()))
+            .with_app_id(ShortString::from("signpost"))
+            .with_headers(headers)
+    }
+}
+
+/// Read an integer header, whatever integer width the publisher used.
+pub fn header_i64(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::Timestamp(v) => i64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// Read a string header.
+pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Copy `properties` with some headers replaced.
+pub fn with_headers(
+    properties: &BasicProperties,
+    set: impl IntoIterator<Item = (&'static str, AMQPValue)>,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (name, value) in set {
+        headers.insert(name.into(), value);
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// A fresh W3C `traceparent` with random trace and span ids, sampled.
+pub fn new_traceparent() -> String {
+    let trace = Uuid::new_v4().simple().to_string();
+    let span = &Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+/// The current time as RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(time::OffsetDateTime::now_utc())
+}
+
+pub fn format_rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_survives_the_round_trip_through_bytes() {
+        let e = Envelope::new(
+            Kind::ReferralMessage,
+            "c-1",
+            "r-1",
+            "scheme-a",
+            None,
+            serde_json::json!({"resourceType": "Bundle"}),
+        );
+        assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_refused() {
+        let mut e = Envelope::new(Kind::LetterFiling, "c", "r", "t", None, serde_json::json!({}));
+        e.schema_version = 99;
+        let err = Envelope::from_bytes(&e.to_bytes()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Version(99)));
+    }
+
+    #[test]
+    fn properties_carry_the_ids_kind_and_trace_context() {
+        let e = Envelope::new(Kind::LetterFiling, "corr", "r", "t", None, serde_json::json!({}));
+        let p = e.properties();
+        assert_eq!(p.message_id().as_ref().unwrap().as_str(), e.message_id.to_string());
+        assert_eq!(p.correlation_id().as_ref().unwrap().as_str(), "corr");
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "letter-filing");
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert_eq!(header_str(&p, H_TRACEPARENT).unwrap(), e.traceparent);
+        assert_eq!(header_i64(&p, H_SCHEMA_VERSION), Some(1));
+        assert_eq!(header_i64(&p, H_ATTEMPT), Some(0));
+    }
+
+    #[test]
+    fn a_traceparent_has_the_w3c_shape() {
+        let t = new_traceparent();
+        let parts: Vec<_> = t.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "01"));
+    }
+}

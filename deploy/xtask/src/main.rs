@@ -1,0 +1,69 @@
+//! `cargo xtask`: the Signpost task runner. This file owns argument
+//! parsing, the usage text, and turning a task's result into the process
+//! exit code. Std only, so it builds in seconds.
+
+mod host;
+mod paths;
+mod proc;
+mod python;
+mod services;
+mod tasks;
+
+use std::env;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use crate::proc::Result;
+
+const USAGE: &str = "\
+Usage: cargo xtask <COMMAND> [ARGS...]
+
+Commands:
+  demo [ARGS...]  Make sure RabbitMQ runs on 127.0.0.1:5672 (installing and
+                  starting it if needed, as root), build the gateway and the
+                  demo, then run signpost-demo with ARGS.
+  test [ARGS...]  Make sure RabbitMQ (127.0.0.1:5672) and PostgreSQL
+                  (127.0.0.1:5432) run, prepare the Python test venv if
+                  tests/requirements.txt exists, build all binaries, then run
+                  `cargo test --workspace --all-targets ARGS...`.
+  help            Print this message.
+
+Environment:
+  CARGO_TARGET_DIR            target directory (default: <workspace>/target)
+  SIGNPOST_TEST_AMQP_URL      passed to the tests (default: amqp://guest:guest@127.0.0.1:5672/%2f)
+  SIGNPOST_TEST_AMQP_API      passed to the tests (default: http://guest:guest@127.0.0.1:15672)
+  SIGNPOST_TEST_POSTGRES_URL  passed to the tests (default: postgres://postgres@127.0.0.1:5432/postgres)
+";
+
+fn main() -> ExitCode {
+    let mut args = env::args_os().skip(1);
+    let command = args.next();
+    let rest: Vec<OsString> = args.collect();
+
+    let Some(command) = command else {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    let result: Result = match command.to_str() {
+        Some("demo") => tasks::demo(&rest),
+        Some("test") => tasks::test(&rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!(
+                "xtask: unknown command `{}`\n\n{USAGE}",
+                command.to_string_lossy()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask: error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The commands themselves: `demo` and `test`, each preparing the services
+//! it needs, building, and then running the demo or the test suite.
+
+use std::env;
+use std::ffi::{OsStr, OsString};
+
+use crate::host::Host;
+use crate::paths::Paths;
+use crate::proc::{Cmd, Result};
+use crate::python;
+use crate::services;
+
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const DEFAULT_AMQP_API: &str = "http://guest:guest@127.0.0.1:15672";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// `cargo xtask demo [ARGS...]`: RabbitMQ up, gateway and demo built, then
+/// `signpost-demo ARGS...` run in the caller's directory.
+pub fn demo(args: &[OsString]) -> Result {
+    let paths = Paths::discover()?;
+    let mut host = Host::default();
+    services::ensure_rabbitmq(&mut host)?;
+    paths
+        .cargo([
+            "build",
+            "--package",
+            "signpost-gateway",
+            "--package",
+            "signpost-tests",
+            "--bins",
+        ])
+        .run()?;
+    Cmd::new(paths.debug_bin("signpost-demo"))
+        .args(args)
+        .env("SIGNPOST_BIN", paths.debug_bin("signpost"))
+        .run()
+}
+
+/// `cargo xtask test [ARGS...]`: RabbitMQ, PostgreSQL and the Python venv
+/// ready, all binaries built, then `cargo test --workspace --all-targets ARGS...`.
+pub fn test(args: &[OsString]) -> Result {
+    let paths = Paths::discover()?;
+    let mut host = Host::default();
+    services::ensure_rabbitmq(&mut host)?;
+    services::ensure_postgres(&mut host)?;
+    let python = python::ensure_venv(&paths)?;
+
+    paths.cargo(["build", "--workspace", "--bins"]).run()?;
+
+    let mut test = paths
+        .cargo(["test", "--workspace", "--all-targets"])
+        .args(args)
+        .env("SIGNPOST_BIN", paths.debug_bin("signpost"))
+        .env(
+            "SIGNPOST_TEST_AMQP_URL",
+            env_or("SIGNPOST_TEST_AMQP_URL", DEFAULT_AMQP_URL),
+        )
+        .env(
+            "SIGNPOST_TEST_AMQP_API",
+            env_or("SIGNPOST_TEST_AMQP_API", DEFAULT_AMQP_API),
+        )
+        .env(
+            "SIGNPOST_TEST_POSTGRES_URL",
+            env_or("SIGNPOST_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        );
+    if let Some(python) = python {
+        test = test.env("SIGNPOST_TEST_PYTHON", python);
+    }
+    test.run()
+}
+
+/// The caller's value of `key` if set and non-empty, else `default`.
+fn env_or(key: &str, default: &str) -> OsString {
+    env::var_os(key)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| OsStr::new(default).to_owned())
+}
