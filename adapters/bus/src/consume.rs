@@ -164,13 +164,20 @@ struct Ctx {
 impl Ctx {
     async fn process(self, delivery: Delivery) -> Result<(), BusError> {
         let previous = header_i64(&delivery.properties, H_ATTEMPT).unwrap_or(0);
-        let attempt = u32::try_from(previous.max(0)).unwrap_or(u32::MAX).saturating_add(1);
+        let attempt = u32::try_from(previous.max(0))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
         let envelope = match Envelope::from_bytes(&delivery.data) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(queue = %self.queue, error = %e, "undecodable message, parking it");
-                self.park(&delivery, None, attempt, &format!("undecodable message: {e}"))
-                    .await?;
+                self.park(
+                    &delivery,
+                    None,
+                    attempt,
+                    &format!("undecodable message: {e}"),
+                )
+                .await?;
                 delivery.acker.ack(BasicAckOptions::default()).await?;
                 return Ok(());
             }
@@ -183,15 +190,16 @@ impl Ctx {
                     .await?;
             }
             Outcome::Retry(reason) => {
-                let first_failure = header_i64(&delivery.properties, H_FIRST_FAILURE)
-                    .unwrap_or_else(now_ms);
+                let first_failure =
+                    header_i64(&delivery.properties, H_FIRST_FAILURE).unwrap_or_else(now_ms);
                 let elapsed = Duration::from_millis((now_ms() - first_failure).max(0) as u64);
                 if elapsed >= self.settings.retry_horizon {
                     let reason = format!(
                         "{reason}; gave up after {attempt} attempts over {}s",
                         elapsed.as_secs()
                     );
-                    self.park(&delivery, Some(&envelope), attempt, &reason).await?;
+                    self.park(&delivery, Some(&envelope), attempt, &reason)
+                        .await?;
                 } else {
                     let delay = retry_delay(&self.settings.retry_delays, attempt);
                     let retry = retry_queue(&self.queue, delay);
@@ -217,7 +225,8 @@ impl Ctx {
                 }
             }
             Outcome::Park(reason) => {
-                self.park(&delivery, Some(&envelope), attempt, &reason).await?;
+                self.park(&delivery, Some(&envelope), attempt, &reason)
+                    .await?;
             }
         }
         delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -386,8 +395,17 @@ mod tests {
     #[test]
     fn a_report_id_is_stable_for_the_same_outcome_and_differs_otherwise() {
         let m = Uuid::new_v4();
-        assert_eq!(report_id(m, ReportOutcome::Delivered, 1), report_id(m, ReportOutcome::Delivered, 1));
-        assert_ne!(report_id(m, ReportOutcome::Delivered, 1), report_id(m, ReportOutcome::Retrying, 1));
-        assert_ne!(report_id(m, ReportOutcome::Retrying, 1), report_id(m, ReportOutcome::Retrying, 2));
+        assert_eq!(
+            report_id(m, ReportOutcome::Delivered, 1),
+            report_id(m, ReportOutcome::Delivered, 1)
+        );
+        assert_ne!(
+            report_id(m, ReportOutcome::Delivered, 1),
+            report_id(m, ReportOutcome::Retrying, 1)
+        );
+        assert_ne!(
+            report_id(m, ReportOutcome::Retrying, 1),
+            report_id(m, ReportOutcome::Retrying, 2)
+        );
     }
 }

@@ -115,7 +115,10 @@ fn is_loopback(address: &str) -> bool {
     } else {
         host.split(':').next().unwrap_or("")
     };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Endpoint ids become queue names: keep them to a safe alphabet.
@@ -177,11 +180,9 @@ impl Directory {
             let kind = match (system, code) {
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-msg") => EndpointKind::FhirMessaging,
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-rest") => EndpointKind::FhirRest,
-                _ => {
-                    return Err(invalid(format!(
-                        "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
-                    )))
-                }
+                _ => return Err(invalid(format!(
+                    "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
+                ))),
             };
             let address = str_at(r, "/address")
                 .ok_or_else(|| invalid(format!("Endpoint/{id} has no address")))?
@@ -279,9 +280,12 @@ impl Directory {
                         .collect()
                 })
                 .unwrap_or_default();
-            let service_identifier = r
-                .pointer("/identifier/0")
-                .and_then(|i| Some((str_at(i, "/system")?.to_owned(), str_at(i, "/value")?.to_owned())));
+            let service_identifier = r.pointer("/identifier/0").and_then(|i| {
+                Some((
+                    str_at(i, "/system")?.to_owned(),
+                    str_at(i, "/value")?.to_owned(),
+                ))
+            });
             schemes.push(Scheme {
                 id,
                 name: str_at(r, "/name").unwrap_or("").to_owned(),
@@ -377,7 +381,10 @@ mod tests {
         let d = Directory::from_value(sample()).unwrap();
         let s = d.scheme_for_practice("A12345").unwrap();
         assert_eq!((s.id.as_str(), s.endpoint.as_str()), ("hs1", "scheme-a"));
-        assert_eq!(d.practice("A12345").unwrap().gp_endpoint.as_deref(), Some("gp-1"));
+        assert_eq!(
+            d.practice("A12345").unwrap().gp_endpoint.as_deref(),
+            Some("gp-1")
+        );
         assert!(d.scheme_for_practice("Z99999").is_none());
         assert_eq!(d.targets(EndpointKind::FhirMessaging), vec!["scheme-a"]);
         assert_eq!(d.targets(EndpointKind::FhirRest), vec!["gp-1"]);

@@ -215,7 +215,9 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn format_rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -244,7 +246,14 @@ mod tests {
 
     #[test]
     fn an_unknown_schema_version_is_refused() {
-        let mut e = Envelope::new(Kind::LetterFiling, "c", "r", "t", None, serde_json::json!({}));
+        let mut e = Envelope::new(
+            Kind::LetterFiling,
+            "c",
+            "r",
+            "t",
+            None,
+            serde_json::json!({}),
+        );
         e.schema_version = 99;
         let err = Envelope::from_bytes(&e.to_bytes()).unwrap_err();
         assert!(matches!(err, EnvelopeError::Version(99)));
@@ -252,9 +261,19 @@ mod tests {
 
     #[test]
     fn properties_carry_the_ids_kind_and_trace_context() {
-        let e = Envelope::new(Kind::LetterFiling, "corr", "r", "t", None, serde_json::json!({}));
+        let e = Envelope::new(
+            Kind::LetterFiling,
+            "corr",
+            "r",
+            "t",
+            None,
+            serde_json::json!({}),
+        );
         let p = e.properties();
-        assert_eq!(p.message_id().as_ref().unwrap().as_str(), e.message_id.to_string());
+        assert_eq!(
+            p.message_id().as_ref().unwrap().as_str(),
+            e.message_id.to_string()
+        );
         assert_eq!(p.correlation_id().as_ref().unwrap().as_str(), "corr");
         assert_eq!(p.kind().as_ref().unwrap().as_str(), "letter-filing");
         assert_eq!(p.delivery_mode(), &Some(2));
@@ -268,6 +287,9 @@ mod tests {
         let t = new_traceparent();
         let parts: Vec<_> = t.split('-').collect();
         assert_eq!(parts.len(), 4);
-        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "01"));
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
     }
 }

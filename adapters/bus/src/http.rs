@@ -133,12 +133,17 @@ pub fn outcome(what: &str, result: &Result<Answer, Failure>) -> Outcome {
                 .unwrap_or_default();
             match status {
                 200..=299 => Outcome::Delivered(format!("{what}: HTTP {status}")),
-                409 if codes.as_ref().is_some_and(|(issue, _)| issue == "duplicate") => {
+                409 if codes
+                    .as_ref()
+                    .is_some_and(|(issue, _)| issue == "duplicate") =>
+                {
                     Outcome::Delivered(format!(
                         "{what}: HTTP 409 duplicate, the receiver already had this message"
                     ))
                 }
-                408 | 429 | 500..=599 => Outcome::Retry(format!("{what}: HTTP {status}{codes_text}")),
+                408 | 429 | 500..=599 => {
+                    Outcome::Retry(format!("{what}: HTTP {status}{codes_text}"))
+                }
                 _ => Outcome::Park(format!("{what}: refused with HTTP {status}{codes_text}")),
             }
         }
@@ -148,7 +153,11 @@ pub fn outcome(what: &str, result: &Result<Answer, Failure>) -> Outcome {
 
 /// Join a base URL and a path with exactly one slash.
 pub fn join(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -167,8 +176,14 @@ mod tests {
 
     #[test]
     fn success_is_delivered_and_server_errors_and_timeouts_retry() {
-        assert!(matches!(outcome("x", &answer(200, "")), Outcome::Delivered(_)));
-        assert!(matches!(outcome("x", &answer(201, "")), Outcome::Delivered(_)));
+        assert!(matches!(
+            outcome("x", &answer(200, "")),
+            Outcome::Delivered(_)
+        ));
+        assert!(matches!(
+            outcome("x", &answer(201, "")),
+            Outcome::Delivered(_)
+        ));
         assert!(matches!(outcome("x", &answer(503, "")), Outcome::Retry(_)));
         assert!(matches!(outcome("x", &answer(429, "")), Outcome::Retry(_)));
         let timeout = Err(Failure::Timeout(Duration::from_secs(1)));
@@ -177,7 +192,10 @@ mod tests {
 
     #[test]
     fn a_duplicate_conflict_counts_as_delivered_but_other_conflicts_park() {
-        assert!(matches!(outcome("x", &answer(409, DUPLICATE)), Outcome::Delivered(_)));
+        assert!(matches!(
+            outcome("x", &answer(409, DUPLICATE)),
+            Outcome::Delivered(_)
+        ));
         assert!(matches!(outcome("x", &answer(409, "{}")), Outcome::Park(_)));
     }
 

@@ -5,7 +5,8 @@
 //! exchange sp.records   (direct) --<target>--> quorum queue sp.records.<target>     (GP systems)
 //! exchange sp.events    (direct) --gateway---> quorum queue sp.events               (delivery reports)
 //!
-//! every target queue Q also has
+//!
+//! every work queue Q (sp.events included) also has
 //!   Q.retry.<delay>  quorum, x-message-ttl = delay, dead-letters back to Q (one queue per delay,
 //!                    so a long wait never sits in front of a short one)
 //!   Q.parked         quorum, where messages go with their reason once retries are over; Q
@@ -137,33 +138,36 @@ async fn declare_exchange(channel: &Channel, name: &str) -> Result<(), BusError>
     Ok(())
 }
 
-/// Declare one target's work, retry and parking queues and bind the work queue.
-pub async fn declare_target(
+/// Declare a work queue bound to `exchange` by `routing_key`, with its retry and parking queues.
+pub async fn declare_work_queue(
     channel: &Channel,
-    side: Side,
-    target: &str,
+    work: &str,
+    exchange: &str,
+    routing_key: &str,
     retry_delays: &[Duration],
 ) -> Result<(), BusError> {
-    let work = queue(side, target);
-    let parked = parked_queue(&work);
+    let parked = parked_queue(work);
     declare_queue(channel, &parked, quorum_args()).await?;
     let mut work_args = dead_letter_args(&parked);
-    work_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-    declare_queue(channel, &work, work_args).await?;
+    work_args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    declare_queue(channel, work, work_args).await?;
     channel
         .queue_bind(
-            work.as_str().into(),
-            side.exchange().into(),
-            target.into(),
+            work.into(),
+            exchange.into(),
+            routing_key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
     for delay in retry_delays {
-        let mut args = dead_letter_args(&work);
+        let mut args = dead_letter_args(work);
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-        declare_queue(channel, &retry_queue(&work, *delay), args).await?;
+        declare_queue(channel, &retry_queue(work, *delay), args).await?;
     }
     Ok(())
 }
@@ -173,21 +177,22 @@ pub async fn declare(channel: &Channel, spec: &Spec) -> Result<(), BusError> {
     for exchange in [REFERRALS_EXCHANGE, RECORDS_EXCHANGE, EVENTS_EXCHANGE] {
         declare_exchange(channel, exchange).await?;
     }
-    declare_queue(channel, EVENTS_QUEUE, quorum_args()).await?;
-    channel
-        .queue_bind(
-            EVENTS_QUEUE.into(),
-            EVENTS_EXCHANGE.into(),
-            EVENTS_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    for target in &spec.referral_targets {
-        declare_target(channel, Side::Referrals, target, &spec.retry_delays).await?;
-    }
-    for target in &spec.record_targets {
-        declare_target(channel, Side::Records, target, &spec.retry_delays).await?;
+    declare_work_queue(
+        channel,
+        EVENTS_QUEUE,
+        EVENTS_EXCHANGE,
+        EVENTS_ROUTING_KEY,
+        &spec.retry_delays,
+    )
+    .await?;
+    for (side, targets) in [
+        (Side::Referrals, &spec.referral_targets),
+        (Side::Records, &spec.record_targets),
+    ] {
+        for target in targets {
+            let work = queue(side, target);
+            declare_work_queue(channel, &work, side.exchange(), target, &spec.retry_delays).await?;
+        }
     }
     Ok(())
 }
@@ -201,10 +206,22 @@ mod tests {
         let q = queue(Side::Referrals, "scheme-a");
         assert_eq!(q, "sp.referrals.scheme-a");
         assert_eq!(parked_queue(&q), "sp.referrals.scheme-a.parked");
-        assert_eq!(retry_queue(&q, Duration::from_secs(30)), "sp.referrals.scheme-a.retry.30s");
-        assert_eq!(retry_queue(&q, Duration::from_secs(600)), "sp.referrals.scheme-a.retry.10m");
-        assert_eq!(retry_queue(&q, Duration::from_secs(7200)), "sp.referrals.scheme-a.retry.2h");
-        assert_eq!(retry_queue(&q, Duration::from_millis(250)), "sp.referrals.scheme-a.retry.250ms");
+        assert_eq!(
+            retry_queue(&q, Duration::from_secs(30)),
+            "sp.referrals.scheme-a.retry.30s"
+        );
+        assert_eq!(
+            retry_queue(&q, Duration::from_secs(600)),
+            "sp.referrals.scheme-a.retry.10m"
+        );
+        assert_eq!(
+            retry_queue(&q, Duration::from_secs(7200)),
+            "sp.referrals.scheme-a.retry.2h"
+        );
+        assert_eq!(
+            retry_queue(&q, Duration::from_millis(250)),
+            "sp.referrals.scheme-a.retry.250ms"
+        );
         assert_eq!(queue(Side::Records, "gp-1"), "sp.records.gp-1");
     }
 }

@@ -1,1 +1,138 @@
-//! placeholder
+//! Scheme adapter `fhir-messaging`: delivers referral messages (new and cancelled) to a scheme's
+//! FHIR `$process-message` endpoint, BaRS-style (standards.md §1.3, §8.2).
+//!
+//! It owns the HTTP conversation with the scheme: the BaRS headers, the URL, and what the answer
+//! means. Queue handling (acks, retries, parking, reports) is the bus crate's; what goes in the
+//! message is the gateway's. The `X-Request-Id` is the envelope's `message_id`, so every retry of
+//! one message carries the same id and a scheme that already has it answers 409 `duplicate`,
+//! which counts as delivered.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use signpost_bus::consume::HandlerFuture;
+use signpost_bus::directory::EndpointKind;
+use signpost_bus::http::{self, HttpClient};
+use signpost_bus::topology::{self, Side};
+use signpost_bus::{Directory, Envelope, Handler, Outcome};
+
+/// The adapter's name in `signpost adapter NAME` and in settings.
+pub const NAME: &str = "fhir-messaging";
+
+/// The BaRS Core version Signpost speaks, sent in `Accept`.
+pub const BARS_VERSION: &str = "1.1.0";
+
+pub struct SchemeDelivery {
+    directory: Arc<Directory>,
+    http: HttpClient,
+}
+
+impl SchemeDelivery {
+    pub fn new(directory: Arc<Directory>, http: HttpClient) -> Self {
+        SchemeDelivery { directory, http }
+    }
+
+    /// One `(queue, handler)` pair per scheme endpoint in the directory.
+    pub fn queues(self) -> Vec<(String, Arc<dyn Handler>)> {
+        let targets = self.directory.targets(EndpointKind::FhirMessaging);
+        let handler: Arc<dyn Handler> = Arc::new(self);
+        targets
+            .into_iter()
+            .map(|t| (topology::queue(Side::Referrals, &t), handler.clone()))
+            .collect()
+    }
+
+    async fn deliver(&self, envelope: &Envelope) -> Outcome {
+        let Some(endpoint) = self.directory.endpoint(&envelope.target) else {
+            return Outcome::Park(format!(
+                "Endpoint/{} is not in the directory any more",
+                envelope.target
+            ));
+        };
+        let url = http::join(&endpoint.address, "$process-message");
+        let mut headers = vec![
+            (
+                "content-type",
+                "application/fhir+json; charset=utf-8".to_owned(),
+            ),
+            (
+                "accept",
+                format!("application/fhir+json; version={BARS_VERSION}"),
+            ),
+            ("x-request-id", envelope.message_id.to_string()),
+            ("x-correlation-id", envelope.correlation_id.clone()),
+            ("traceparent", envelope.traceparent.clone()),
+            ("nhsd-requesting-software", b64(&requesting_software())),
+        ];
+        if let Some((system, value)) = self
+            .directory
+            .scheme_by_endpoint(&envelope.target)
+            .and_then(|s| s.service_identifier.clone())
+        {
+            headers.push((
+                "nhsd-target-identifier",
+                b64(&json!({"system": system, "value": value})),
+            ));
+        }
+        if let Some(org) = sender_organization(&envelope.payload) {
+            headers.push(("nhsd-end-user-organisation", b64(org)));
+        }
+        let body = serde_json::to_vec(&envelope.payload).unwrap_or_default();
+        let result = self.http.post(&url, &headers, body).await;
+        http::outcome(&format!("scheme endpoint {}", envelope.target), &result)
+    }
+}
+
+impl Handler for SchemeDelivery {
+    fn handle<'a>(&'a self, envelope: &'a Envelope, _attempt: u32) -> HandlerFuture<'a> {
+        Box::pin(self.deliver(envelope))
+    }
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}
+
+/// The `Device` sent as `NHSD-Requesting-Software`.
+fn requesting_software() -> Value {
+    json!({
+        "resourceType": "Device",
+        "deviceName": [{"name": "Signpost", "type": "manufacturer-name"}],
+        "version": [{"value": env!("CARGO_PKG_VERSION")}]
+    })
+}
+
+/// The Organization that `MessageHeader.sender` points at, for `NHSD-End-User-Organisation`.
+fn sender_organization(bundle: &Value) -> Option<&Value> {
+    let entries = bundle.get("entry")?.as_array()?;
+    let sender = entries
+        .first()?
+        .pointer("/resource/sender/reference")?
+        .as_str()?;
+    entries.iter().find_map(|e| {
+        let r = e.get("resource")?;
+        let full_url = e.get("fullUrl").and_then(Value::as_str);
+        let typed = format!(
+            "{}/{}",
+            r.get("resourceType")?.as_str()?,
+            r.get("id").and_then(Value::as_str).unwrap_or("")
+        );
+        (full_url == Some(sender) || typed == sender).then_some(r)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_user_organisation_is_the_message_sender() {
+        let bundle = json!({"entry": [
+            {"fullUrl": "urn:uuid:h", "resource": {"resourceType": "MessageHeader", "sender": {"reference": "urn:uuid:o"}}},
+            {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Organization", "id": "x"}},
+            {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Organization", "id": "o"}}
+        ]});
+        assert_eq!(sender_organization(&bundle).unwrap()["id"], "o");
+    }
+}

@@ -1,1 +1,153 @@
-fn main(){}
+//! `signpost`: parse the command line and settings, start logging, bind, and hand over to the
+//! library. Commands:
+//!
+//! ```text
+//! signpost [--config FILE] run                 gateway and enabled adapters in one process
+//! signpost [--config FILE] gateway             the gateway alone
+//! signpost [--config FILE] adapter NAME...     adapters alone (fhir-messaging, fhir-document)
+//! signpost validate [--profile ID] FILE...     check files offline; one OperationOutcome each
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use signpost_gateway::{app, config::Settings, validate};
+use tokio_util::sync::CancellationToken;
+
+const USAGE: &str = "usage: signpost [--config FILE] (run | gateway | adapter NAME... | validate [--profile ID] FILE...)";
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config = None;
+    if let Some(i) = args.iter().position(|a| a == "--config") {
+        if i + 1 >= args.len() {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+        config = Some(PathBuf::from(args.remove(i + 1)));
+        args.remove(i);
+    }
+    let Some(command) = args.first().cloned() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = args[1..].to_vec();
+    if command == "validate" {
+        return run_validate(&rest);
+    }
+    if !matches!(command.as_str(), "run" | "gateway" | "adapter") {
+        eprintln!("unknown command {command:?}\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("signpost: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(command, rest, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signpost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = std::env::var("SIGNPOST_LOG")
+        .unwrap_or_else(|_| "info,lapin=warn,amq_protocol=warn".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(command: String, rest: Vec<String>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref()).context("settings")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match command.as_str() {
+        "adapter" => {
+            if rest.is_empty() {
+                anyhow::bail!("name an adapter: {}", app::ADAPTERS.join(", "));
+            }
+            app::run_adapters(&settings, &rest, shutdown).await
+        }
+        _ => {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("binding {}", settings.listen))?;
+            if command == "run" {
+                app::run(listener, settings, shutdown).await
+            } else {
+                app::run_gateway(listener, settings, shutdown).await
+            }
+        }
+    }
+}
+
+/// Cancel on SIGTERM or Ctrl-C: stop accepting, finish what is in flight, drain publishes.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn run_validate(args: &[String]) -> ExitCode {
+    let mut profile = None;
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--profile" {
+            profile = it.next().cloned();
+            if profile.is_none() {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        } else {
+            files.push(a.clone());
+        }
+    }
+    if files.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut failed = false;
+    for file in files {
+        let outcome = match std::fs::read(&file) {
+            Ok(body) => match validate::validate(profile.as_deref(), &body) {
+                Ok(oo) => oo,
+                Err(e) => {
+                    failed = true;
+                    e.to_operation_outcome()
+                }
+            },
+            Err(e) => {
+                failed = true;
+                signpost_gateway::error::ApiError::structure(format!("cannot read the file: {e}"))
+                    .to_operation_outcome()
+            }
+        };
+        println!("{file}: {outcome}");
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

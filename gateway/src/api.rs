@@ -1,0 +1,493 @@
+//! The HTTP API: routing, FHIR and BaRS conventions (media types, `X-Request-Id` and
+//! `X-Correlation-Id` required on writes and echoed on every answer), the read endpoints, and
+//! health. Every error leaves here as an OperationOutcome through [`ApiError`].
+//!
+//! The pipeline (`pipeline.rs`) decides what a message does; this module only turns HTTP into
+//! calls on it and answers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{json, Value};
+use signpost_bus::uris;
+use signpost_bus::Directory;
+
+use crate::error::ApiError;
+use crate::fhir::{self, instant, searchset};
+use crate::pipeline::{Gateway, RequestIds};
+use crate::store::ReferralRow;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+pub struct Api {
+    pub gateway: Arc<Gateway>,
+    pub directory: Arc<Directory>,
+    pub broker_up: Arc<AtomicBool>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Absolute base for fullUrls in search results.
+    pub base_url: String,
+}
+
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+/// Answer one request. Never fails: errors become OperationOutcomes, panics in a handler
+/// become a 500, and work past the time limit a 408.
+pub async fn handle<B>(api: Arc<Api>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let echo = echo_headers(req.headers());
+    let timeout = api.request_timeout;
+    let metrics = api.gateway.metrics.clone();
+    let worker = tokio::spawn(route(api, req));
+    let mut response = match tokio::time::timeout(timeout, worker).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(join)) => error_response(&ApiError::internal(&join)),
+        Err(_) => error_response(&ApiError::timeout()),
+    };
+    for (name, value) in echo {
+        response.headers_mut().insert(name, value);
+    }
+    let status = response.status().as_u16();
+    metrics.http_answer(status);
+    tracing::info!(%method, path = %redact_path(&path), status, ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+/// Paths carry ids, not patient data, but keep logs to the route's shape anyway.
+fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.len() >= 16 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn echo_headers(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
+    ["x-request-id", "x-correlation-id"]
+        .into_iter()
+        .filter_map(|n| Some((http::HeaderName::from_static(n), headers.get(n)?.clone())))
+        .collect()
+}
+
+fn json_response(
+    status: StatusCode,
+    body: &Value,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    json_response(e.status, &e.to_operation_outcome(), FHIR_JSON)
+}
+
+async fn route<B>(api: Arc<Api>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/healthz" | "/readyz" | "/metrics" if method != Method::GET => {
+            return error_response(&ApiError::method_not_allowed("Use GET"))
+        }
+        "/healthz" => {
+            return json_response(StatusCode::OK, &json!({"status": "ok"}), "application/json")
+        }
+        "/readyz" => return readyz(&api).await,
+        "/metrics" => {
+            let unsent = api.gateway.store.unsent_count().await.unwrap_or(-1);
+            let text = api
+                .gateway
+                .metrics
+                .render(unsent, api.broker_up.load(Ordering::Relaxed));
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return r;
+        }
+        _ => {}
+    }
+    let Some(fhir_path) = path.strip_prefix("/fhir") else {
+        return error_response(&ApiError::not_found(
+            "No such endpoint; the FHIR API is under /fhir",
+        ));
+    };
+    if let Err(e) = check_accept(req.headers(), &query) {
+        return error_response(&e);
+    }
+    let segments: Vec<&str> = fhir_path.split('/').filter(|s| !s.is_empty()).collect();
+    let answer: Answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["metadata"]) => Ok((
+            StatusCode::OK,
+            crate::capability::capability_statement(&fhir::instant(crate::store::now_ms())),
+        )),
+        (&Method::POST, ["$process-message"]) => process_message(&api, req).await,
+        (_, ["metadata"]) | (_, ["$process-message"]) => Err(ApiError::method_not_allowed(
+            format!("{method} is not allowed here"),
+        )),
+        (&Method::GET, ["ServiceRequest"]) => search_service_requests(&api, &query).await,
+        (&Method::GET, ["ServiceRequest", id]) => read_referral(&api, id, false).await,
+        (&Method::GET, ["ServiceRequest", id, "$timeline"]) => timeline(&api, id, false).await,
+        (&Method::GET, ["Task"]) => search_tasks(&api, &query).await,
+        (&Method::GET, ["Task", id]) => read_referral(&api, id, true).await,
+        (&Method::GET, ["Task", id, "$timeline"]) => timeline(&api, id, true).await,
+        (&Method::GET, [t @ ("HealthcareService" | "Endpoint")]) => Ok((
+            StatusCode::OK,
+            searchset(&api.base_url, api.directory.resources(t).cloned().collect()),
+        )),
+        (&Method::GET, [t @ ("HealthcareService" | "Endpoint"), id]) => api
+            .directory
+            .resources(t)
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .map(|r| (StatusCode::OK, r.clone()))
+            .ok_or_else(|| ApiError::not_found(format!("{t}/{id} is not in the directory"))),
+        (_, ["ServiceRequest" | "Task" | "HealthcareService" | "Endpoint", ..]) => {
+            Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on this resource; see GET /fhir/metadata"
+            )))
+        }
+        _ => Err(ApiError::not_found(
+            "No such FHIR endpoint; see GET /fhir/metadata",
+        )),
+    };
+    match answer {
+        Ok((status, body)) => json_response(status, &body, FHIR_JSON),
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), rec = e.rec, "request failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn readyz(api: &Api) -> Response<Full<Bytes>> {
+    let store = api.gateway.store.ping().await;
+    let broker = api.broker_up.load(Ordering::Relaxed);
+    let status = if store && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({"store": store, "broker": broker}),
+        "application/json",
+    )
+}
+
+/// The media type a client wants back must be JSON (FHIR or plain); `_format` overrides
+/// `Accept`. A BaRS `version` parameter must be a 1.x version.
+fn check_accept(headers: &HeaderMap, query: &str) -> Result<(), ApiError> {
+    let wanted = query_param(query, "_format").or_else(|| {
+        headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let Some(wanted) = wanted else { return Ok(()) };
+    let ok = wanted.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let version_ok = parts
+            .filter_map(|p| p.strip_prefix("version="))
+            .all(|v| v.trim_matches('"').split('.').next() == Some("1"));
+        version_ok
+            && matches!(
+                media.as_str(),
+                "*/*"
+                    | "application/*"
+                    | "application/fhir+json"
+                    | "application/json"
+                    | "json"
+                    | ""
+            )
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable(
+            "Signpost answers in application/fhir+json (BaRS version 1.x)",
+        ))
+    }
+}
+
+/// Bodies must be FHIR JSON (`application/fhir+json`, or `application/json` as some clients
+/// send), UTF-8.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = ct.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    let charset_ok = parts
+        .filter_map(|p| {
+            p.to_ascii_lowercase()
+                .strip_prefix("charset=")
+                .map(str::to_owned)
+        })
+        .all(|c| c.trim_matches('"') == "utf-8");
+    if matches!(media.as_str(), "application/fhir+json" | "application/json") && charset_ok {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(
+            "Content-Type must be application/fhir+json; charset=utf-8",
+        ))
+    }
+}
+
+fn required_uuid_header(headers: &HeaderMap, name: &'static str) -> Result<String, ApiError> {
+    let v = headers
+        .get(name)
+        .ok_or_else(|| ApiError::required(format!("The {name} header is required")).at(name))?;
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::value(format!("The {name} header must be a UUID")).at(name))?;
+    uuid::Uuid::parse_str(v.trim())
+        .map_err(|_| ApiError::value(format!("The {name} header must be a UUID")).at(name))?;
+    Ok(v.trim().to_owned())
+}
+
+async fn process_message<B>(api: &Api, req: Request<B>) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let headers = req.headers();
+    let ids = RequestIds {
+        request_id: required_uuid_header(headers, "x-request-id")?,
+        correlation_id: required_uuid_header(headers, "x-correlation-id")?,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    check_content_type(headers)?;
+    let body = Limited::new(req.into_body(), api.max_body_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::too_large(format!(
+                    "The body is larger than {} bytes",
+                    api.max_body_bytes
+                ))
+            } else {
+                ApiError::structure("The body could not be read")
+            }
+        })?
+        .to_bytes();
+    api.gateway.process_message(&ids, &body).await
+}
+
+async fn find_referral(api: &Api, id: &str, by_task: bool) -> Result<ReferralRow, ApiError> {
+    let found = if by_task {
+        api.gateway.store.referral_by_task(id).await?
+    } else {
+        api.gateway.store.referral(id).await?
+    };
+    let what = if by_task { "Task" } else { "ServiceRequest" };
+    found.ok_or_else(|| ApiError::not_found(format!("{what}/{id} is not known here")))
+}
+
+async fn read_referral(api: &Api, id: &str, task: bool) -> Answer {
+    let r = find_referral(api, id, task).await?;
+    Ok((
+        StatusCode::OK,
+        if task { r.task } else { r.service_request },
+    ))
+}
+
+/// The timeline as a FHIR List: one entry per step, with its time, its step code, and what
+/// happened.
+async fn timeline(api: &Api, id: &str, by_task: bool) -> Answer {
+    let r = find_referral(api, id, by_task).await?;
+    let steps = api.gateway.store.timeline(&r.id).await?;
+    let entry: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "date": instant(s.at_ms),
+                "flag": {"coding": [{"system": fhir::TIMELINE_STEPS, "code": s.step}], "text": s.step},
+                "item": {"display": s.detail},
+            })
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "resourceType": "List",
+            "id": format!("{}-timeline", r.id),
+            "status": "current",
+            "mode": "working",
+            "title": "Referral timeline",
+            "date": instant(r.updated_ms),
+            "source": {"display": "Signpost"},
+            "identifier": [{"system": uris::REFERRAL_ID_SYSTEM, "value": r.id}],
+            "entry": entry,
+        }),
+    ))
+}
+
+async fn search_service_requests(api: &Api, query: &str) -> Answer {
+    let token = query_param(query, "patient:identifier").ok_or_else(|| {
+        ApiError::not_supported("ServiceRequest search needs patient:identifier=https://fhir.nhs.uk/Id/nhs-number|<NHS number>")
+    })?;
+    let (system, value) = match token.split_once('|') {
+        Some((s, v)) => (Some(s), v),
+        None => (None, token.as_str()),
+    };
+    if system.is_some_and(|s| !uris::is_system(s, uris::NHS_NUMBER)) {
+        return Err(ApiError::not_supported(
+            "Only the NHS number system (https://fhir.nhs.uk/Id/nhs-number) is searchable",
+        ));
+    }
+    if !fhir::nhs_number_is_valid(value) {
+        return Err(ApiError::value(
+            "patient:identifier must carry a valid NHS number",
+        ));
+    }
+    let rows = api.gateway.store.referrals_for_nhs_number(value).await?;
+    Ok((
+        StatusCode::OK,
+        searchset(
+            &api.base_url,
+            rows.into_iter().map(|r| r.service_request).collect(),
+        ),
+    ))
+}
+
+async fn search_tasks(api: &Api, query: &str) -> Answer {
+    let focus = query_param(query, "focus")
+        .ok_or_else(|| ApiError::not_supported("Task search needs focus=ServiceRequest/<id>"))?;
+    let id = focus.rsplit('/').next().unwrap_or("");
+    let found = api.gateway.store.referral(id).await?;
+    Ok((
+        StatusCode::OK,
+        searchset(&api.base_url, found.into_iter().map(|r| r.task).collect()),
+    ))
+}
+
+/// The first value of a query parameter, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let q = "patient%3Aidentifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9434765919&x=1";
+        assert_eq!(
+            query_param(q, "patient:identifier").unwrap(),
+            "https://fhir.nhs.uk/Id/nhs-number|9434765919"
+        );
+        assert_eq!(query_param("a=%zz%4", "a").unwrap(), "%zz%4");
+        assert_eq!(query_param("a=b", "c"), None);
+    }
+
+    #[test]
+    fn json_media_types_are_accepted_and_others_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        assert!(check_content_type(&h).is_ok());
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        assert_eq!(
+            check_content_type(&h).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/fhir+json; charset=latin1"),
+        );
+        assert!(check_content_type(&h).is_err());
+    }
+
+    #[test]
+    fn accept_takes_json_and_bars_version_one_only() {
+        let mut h = HeaderMap::new();
+        assert!(check_accept(&h, "").is_ok());
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/fhir+json; version=1.1.0"),
+        );
+        assert!(check_accept(&h, "").is_ok());
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/fhir+json; version=2.0.0"),
+        );
+        assert_eq!(check_accept(&h, "").unwrap_err().rec, "REC_NOT_ACCEPTABLE");
+        h.insert("accept", HeaderValue::from_static("application/fhir+xml"));
+        assert!(check_accept(&h, "").is_err());
+        assert!(
+            check_accept(&h, "_format=json").is_ok(),
+            "_format overrides Accept"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Start-up: building the gateway and the adapters from settings and running them until
+//! shutdown. `signpost run` is [`run`] (gateway and enabled adapters in one process);
+//! `signpost gateway` is [`run_gateway`]; `signpost adapter NAME` is [`run_adapters`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use signpost_bus::consume::{supervise, ConsumeSettings};
+use signpost_bus::directory::EndpointKind;
+use signpost_bus::http::HttpClient;
+use signpost_bus::{topology, Directory, Handler};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::config::Settings;
+use crate::events::ReportRecorder;
+use crate::metrics::Metrics;
+use crate::pipeline::Gateway;
+use crate::relay::Relay;
+use crate::store::Store;
+
+/// The adapters this build has.
+pub const ADAPTERS: &[&str] = &[
+    signpost_adapter_fhir_messaging::NAME,
+    signpost_adapter_fhir_document::NAME,
+];
+
+fn topology_spec(directory: &Directory, settings: &Settings) -> topology::Spec {
+    topology::Spec {
+        referral_targets: directory.targets(EndpointKind::FhirMessaging),
+        record_targets: directory.targets(EndpointKind::FhirRest),
+        retry_delays: settings.delivery.retry_delays(),
+    }
+}
+
+fn consume_settings(settings: &Settings, report: bool) -> ConsumeSettings {
+    ConsumeSettings {
+        prefetch: settings.delivery.prefetch,
+        retry_delays: settings.delivery.retry_delays(),
+        retry_horizon: Duration::from_secs(settings.delivery.retry_horizon_s),
+        report,
+    }
+}
+
+pub fn load_directory(settings: &Settings) -> anyhow::Result<Arc<Directory>> {
+    let d = Directory::load(&settings.directory)
+        .with_context(|| format!("loading the directory {}", settings.directory.display()))?;
+    Ok(Arc::new(d))
+}
+
+/// The gateway and the enabled adapters, in one process.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let names = settings.adapters.clone();
+    let adapters = {
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { run_adapters(&settings, &names, shutdown).await })
+    };
+    let gateway = run_gateway(listener, settings, shutdown).await;
+    adapters.await.context("adapter task")??;
+    gateway
+}
+
+/// The gateway alone: HTTP API, ledger, outbox relay, delivery-report recorder.
+pub async fn run_gateway(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let directory = load_directory(&settings)?;
+    let store = Store::connect(settings.database_url.expose())
+        .await
+        .context("opening the ledger")?;
+    let metrics = Arc::new(Metrics::default());
+    let outbox_ready = Arc::new(Notify::new());
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let spec = topology_spec(&directory, &settings);
+
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        Relay {
+            store: store.clone(),
+            amqp_url: settings.amqp_url.expose().to_owned(),
+            spec: spec.clone(),
+            wake: outbox_ready.clone(),
+            broker_up: broker_up.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(relay_stop.clone()),
+    );
+    let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+    let events = tokio::spawn(supervise(
+        settings.amqp_url.expose().to_owned(),
+        "signpost-gateway-events".to_owned(),
+        spec,
+        vec![(topology::EVENTS_QUEUE.to_owned(), recorder)],
+        consume_settings(&settings, false),
+        shutdown.clone(),
+    ));
+
+    let local = listener.local_addr()?;
+    let api = Arc::new(Api {
+        gateway: Arc::new(Gateway {
+            store,
+            directory: directory.clone(),
+            source_endpoint: settings.source_endpoint.clone(),
+            outbox_ready,
+            metrics,
+        }),
+        directory,
+        broker_up,
+        max_body_bytes: settings.http.max_body_bytes,
+        request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
+        base_url: format!("http://{local}/fhir"),
+    });
+    tracing::info!(listen = %local, "gateway listening");
+    crate::server::serve(listener, api, shutdown).await;
+    // Requests have finished: let the relay publish what they committed, then stop it.
+    relay_stop.cancel();
+    let _ = relay.await;
+    let _ = events.await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Adapters by name, consuming their queues until shutdown.
+pub async fn run_adapters(
+    settings: &Settings,
+    names: &[String],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let directory = load_directory(settings)?;
+    let http = HttpClient::new(Duration::from_millis(settings.delivery.timeout_ms));
+    let mut queues = Vec::new();
+    for name in names {
+        match name.as_str() {
+            signpost_adapter_fhir_messaging::NAME => queues.extend(
+                signpost_adapter_fhir_messaging::SchemeDelivery::new(
+                    directory.clone(),
+                    http.clone(),
+                )
+                .queues(),
+            ),
+            signpost_adapter_fhir_document::NAME => queues.extend(
+                signpost_adapter_fhir_document::LetterFiling::new(directory.clone(), http.clone())
+                    .queues(),
+            ),
+            other => anyhow::bail!(
+                "unknown adapter {other:?}; this build has {}",
+                ADAPTERS.join(", ")
+            ),
+        }
+    }
+    tracing::info!(adapters = %names.join(","), queues = queues.len(), "adapters starting");
+    supervise(
+        settings.amqp_url.expose().to_owned(),
+        format!("signpost-adapter-{}", names.join("+")),
+        topology_spec(&directory, settings),
+        queues,
+        consume_settings(settings, true),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}

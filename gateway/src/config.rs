@@ -1,0 +1,263 @@
+//! Settings: plain typed data, read from a TOML file (`--config`) and then from `SIGNPOST_*`
+//! environment variables, which win. Every setting is documented here and in the README.
+//!
+//! | setting | env | default |
+//! |---|---|---|
+//! | `listen` | `SIGNPOST_LISTEN` | `127.0.0.1:8080` |
+//! | `amqp_url` | `SIGNPOST_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `database_url` | `SIGNPOST_DATABASE_URL` | `sqlite://signpost.db` (created if missing) |
+//! | `directory` | `SIGNPOST_DIRECTORY` | `deploy/directory.example.json` |
+//! | `adapters` | `SIGNPOST_ADAPTERS` (comma list) | all: `fhir-messaging,fhir-document` |
+//! | `source_endpoint` | `SIGNPOST_SOURCE_ENDPOINT` | `https://signpost.example.org/fhir/Id/gateway\|signpost` |
+//! | `delivery.timeout_ms` | `SIGNPOST_DELIVERY_TIMEOUT_MS` | `10000` |
+//! | `delivery.retry_delays_ms` | `SIGNPOST_RETRY_DELAYS_MS` (comma list) | `1000,5000,30000,120000,600000,3600000` |
+//! | `delivery.retry_horizon_s` | `SIGNPOST_RETRY_HORIZON_S` | `259200` (72 h) |
+//! | `delivery.prefetch` | – | `16` |
+//! | `http.max_body_bytes` | – | `10485760` |
+//! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
+//!
+//! The AMQP and database URLs may hold passwords: they live in [`Secret`], which prints as
+//! `***`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A value that never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub amqp_url: Secret,
+    pub database_url: Secret,
+    pub directory: PathBuf,
+    /// Adapters `signpost run` starts beside the gateway.
+    pub adapters: Vec<String>,
+    /// This gateway's own `system|value`, sent as `MessageHeader.source.endpoint`.
+    pub source_endpoint: String,
+    pub delivery: Delivery,
+    pub http: Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    pub timeout_ms: u64,
+    pub retry_delays_ms: Vec<u64>,
+    pub retry_horizon_s: u64,
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            amqp_url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            database_url: Secret::new("sqlite://signpost.db"),
+            directory: PathBuf::from("deploy/directory.example.json"),
+            adapters: vec![
+                signpost_adapter_fhir_messaging::NAME.to_owned(),
+                signpost_adapter_fhir_document::NAME.to_owned(),
+            ],
+            source_endpoint: "https://signpost.example.org/fhir/Id/gateway|signpost".to_owned(),
+            delivery: Delivery::default(),
+            http: Http::default(),
+        }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            timeout_ms: 10_000,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000],
+            retry_horizon_s: 72 * 3600,
+            prefetch: 16,
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{name}: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+impl Settings {
+    /// Read `file` (if given), then apply the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                    path: path.display().to_string(),
+                    source,
+                })?
+            }
+            None => Settings::default(),
+        };
+        settings.apply_env(|name| std::env::var(name).ok())?;
+        Ok(settings)
+    }
+
+    /// Apply `SIGNPOST_*` overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = var("SIGNPOST_LISTEN") {
+            self.listen = parse("SIGNPOST_LISTEN", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_AMQP_URL") {
+            self.amqp_url = Secret::new(v);
+        }
+        if let Some(v) = var("SIGNPOST_DATABASE_URL") {
+            self.database_url = Secret::new(v);
+        }
+        if let Some(v) = var("SIGNPOST_DIRECTORY") {
+            self.directory = PathBuf::from(v);
+        }
+        if let Some(v) = var("SIGNPOST_ADAPTERS") {
+            self.adapters = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = var("SIGNPOST_SOURCE_ENDPOINT") {
+            self.source_endpoint = v;
+        }
+        if let Some(v) = var("SIGNPOST_DELIVERY_TIMEOUT_MS") {
+            self.delivery.timeout_ms = parse("SIGNPOST_DELIVERY_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_RETRY_DELAYS_MS") {
+            self.delivery.retry_delays_ms = v
+                .split(',')
+                .map(|d| parse("SIGNPOST_RETRY_DELAYS_MS", d))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = var("SIGNPOST_RETRY_HORIZON_S") {
+            self.delivery.retry_horizon_s = parse("SIGNPOST_RETRY_HORIZON_S", &v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Delivery {
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        let delays: Vec<Duration> = self
+            .retry_delays_ms
+            .iter()
+            .map(|ms| Duration::from_millis((*ms).max(1)))
+            .collect();
+        if delays.is_empty() {
+            signpost_bus::consume::default_retry_delays()
+        } else {
+            delays
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut s: Settings = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite://a.db\"\n[delivery]\ntimeout_ms = 5\n",
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.delivery.timeout_ms, 5);
+        s.apply_env(|n| match n {
+            "SIGNPOST_LISTEN" => Some("127.0.0.1:7000".into()),
+            "SIGNPOST_RETRY_DELAYS_MS" => Some("10, 20".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.database_url.expose(), "sqlite://a.db");
+        assert_eq!(
+            s.delivery.retry_delays(),
+            vec![Duration::from_millis(10), Duration::from_millis(20)]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::default();
+        assert!(!format!("{s:?}").contains("guest:guest"));
+    }
+
+    #[test]
+    fn a_bad_environment_value_is_named() {
+        let mut s = Settings::default();
+        let err = s
+            .apply_env(|n| (n == "SIGNPOST_LISTEN").then(|| "nope".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("SIGNPOST_LISTEN"));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(toml::from_str::<Settings>("lissen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! The gateway's pipeline for `$process-message`: new referrals, cancellations, and scheme
+//! responses (status changes and the outcome letter).
+//!
+//! Each flow reads the parsed message, decides, and writes everything it decided (the request's
+//! answer, the referral, its timeline, the outbox rows) in one transaction. The answer is
+//! returned only after that commit; the outbox relay publishes afterwards. A request id seen
+//! before, or a referral Bundle id already accepted, is a 409 `duplicate` and changes nothing.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+use signpost_bus::envelope::{now_rfc3339, Envelope, Kind};
+use signpost_bus::topology::{RECORDS_EXCHANGE, REFERRALS_EXCHANGE};
+use signpost_bus::uris::{self, REFERRAL_ID_SYSTEM};
+use signpost_bus::Directory;
+use tokio::sync::Notify;
+
+use crate::error::ApiError;
+use crate::fhir::{self, has_coding, identifier_value, str_at, type_of};
+use crate::message::{self, Event, Message};
+use crate::metrics::Metrics;
+use crate::referral::{self, NewIds, ReferralInput};
+use crate::store::{now_ms, OutboxRow, ReferralRow, Store, StoreError, WriteTx};
+
+/// Who is asking, from the BaRS headers.
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub correlation_id: String,
+    pub traceparent: Option<String>,
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    pub store: Store,
+    pub directory: Arc<Directory>,
+    pub source_endpoint: String,
+    /// Wakes the outbox relay after a commit.
+    pub outbox_ready: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "ledger unavailable");
+            ApiError::unavailable("The ledger cannot accept writes right now; nothing was accepted. Retry later with the same X-Request-Id")
+        } else {
+            ApiError::internal(&e)
+        }
+    }
+}
+
+fn duplicate_request() -> ApiError {
+    ApiError::duplicate("A message with this X-Request-Id was already processed").at("X-Request-Id")
+}
+
+impl Gateway {
+    /// Handle a `$process-message` body. `Ok` is the status and the body to answer with.
+    pub async fn process_message(
+        &self,
+        ids: &RequestIds,
+        body: &[u8],
+    ) -> Result<(StatusCode, Value), ApiError> {
+        if self.store.request_answer(&ids.request_id).await?.is_some() {
+            return Err(duplicate_request());
+        }
+        let msg = message::parse(body)?;
+        let result = match msg.event {
+            Event::Request => {
+                let sr = msg.focus().1;
+                if type_of(sr) != Some("ServiceRequest") {
+                    return Err(ApiError::invariant(
+                        "MessageHeader.focus of a servicerequest-request must be a ServiceRequest",
+                    )
+                    .at("MessageHeader.focus"));
+                }
+                match str_at(sr, "/status") {
+                    Some("revoked" | "entered-in-error") => self.cancel(ids, &msg).await,
+                    _ if msg.reason.as_deref().unwrap_or("new") == "new" => self.new_referral(ids, &msg).await,
+                    _ => Err(ApiError::not_supported("Only new referrals and cancellations (ServiceRequest.status revoked or entered-in-error) are supported for servicerequest-request").at("MessageHeader.reason")),
+                }
+            }
+            Event::Response => self.scheme_response(ids, &msg).await,
+        };
+        if result.is_ok() {
+            self.outbox_ready.notify_one();
+        }
+        result
+    }
+
+    async fn new_referral(
+        &self,
+        ids: &RequestIds,
+        msg: &Message,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let ReferralParts {
+            service_request: (sr_url, sr),
+            patient,
+            nhs_number,
+            practice: (practice_url, practice),
+            ods,
+        } = referral_parts(msg)?;
+        let scheme = self.directory.scheme_for_practice(ods).ok_or_else(|| {
+            ApiError::business_rule(format!(
+                "No social prescribing scheme in the directory takes referrals from practice {ods}"
+            ))
+            .at("MessageHeader.sender")
+        })?;
+        let endpoint = self.directory.endpoint(&scheme.endpoint).ok_or_else(|| {
+            ApiError::business_rule(format!(
+                "The scheme for practice {ods} has no active endpoint"
+            ))
+        })?;
+
+        let new_ids = NewIds::fresh();
+        let now = now_rfc3339();
+        let built = referral::build_referral(
+            &ReferralInput {
+                message: &msg.bundle,
+                service_request: (sr_url, sr),
+                patient,
+                practice: (practice_url, practice),
+                nhs_number,
+                scheme,
+                scheme_endpoint: endpoint,
+                source_endpoint: &self.source_endpoint,
+                now: &now,
+            },
+            &new_ids,
+        );
+        let envelope = Envelope::new(
+            Kind::ReferralMessage,
+            ids.correlation_id.clone(),
+            new_ids.referral.clone(),
+            endpoint.id.clone(),
+            ids.traceparent.clone(),
+            built.message.clone(),
+        );
+        let ms = now_ms();
+        let row = ReferralRow {
+            id: new_ids.referral.clone(),
+            task_id: new_ids.task.clone(),
+            source_bundle_id: msg.id.clone(),
+            message_bundle_id: new_ids.message_bundle.clone(),
+            correlation_id: ids.correlation_id.clone(),
+            practice_ods: ods.to_owned(),
+            scheme_id: scheme.id.clone(),
+            scheme_endpoint: endpoint.id.clone(),
+            nhs_number: nhs_number.to_owned(),
+            sr_status: "active".to_owned(),
+            task_status: "requested".to_owned(),
+            service_request: built.service_request,
+            task: built.task,
+            version: 1,
+            created_ms: ms,
+            updated_ms: ms,
+        };
+        let answer = built.message;
+        let mut tx = self.store.begin().await?;
+        record_request(&mut tx, ids, 200, &answer).await?;
+        match tx.insert_referral(&row).await {
+            Err(StoreError::Duplicate) => {
+                return Err(ApiError::duplicate(
+                    "A referral with this Bundle.id was already accepted",
+                )
+                .at("Bundle.id"))
+            }
+            other => other?,
+        }
+        tx.add_step(
+            &row.id,
+            "received",
+            &format!("Referral message received from practice {ods}"),
+        )
+        .await?;
+        tx.add_step(&row.id, "validated", "Message checks passed")
+            .await?;
+        tx.add_step(
+            &row.id,
+            "routed",
+            &format!("Routed to scheme {} ({})", scheme.name, scheme.id),
+        )
+        .await?;
+        tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "referral"))
+            .await?;
+        tx.commit().await?;
+        self.metrics.referrals_accepted.inc();
+        tracing::info!(referral = %row.id, scheme = %scheme.id, "referral accepted");
+        Ok((StatusCode::OK, answer))
+    }
+
+    async fn find_for_cancellation(&self, msg: &Message) -> Result<ReferralRow, ApiError> {
+        let sr = msg.focus().1;
+        let by_id = match str_at(sr, "/id") {
+            Some(id) => self.store.referral(id).await?,
+            None => None,
+        };
+        let found = match by_id {
+            Some(r) => Some(r),
+            None => match identifier_value(sr, REFERRAL_ID_SYSTEM) {
+                Some(id) => self.store.referral(id).await?,
+                None => self.store.referral_by_source_bundle(&msg.id).await?,
+            },
+        };
+        found.ok_or_else(|| ApiError::not_found("No referral matches this cancellation (ServiceRequest.id, its Signpost identifier, or Bundle.id)").at("ServiceRequest.id"))
+    }
+
+    async fn cancel(
+        &self,
+        ids: &RequestIds,
+        msg: &Message,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let sr = msg.focus().1;
+        let status = str_at(sr, "/status").unwrap_or("revoked").to_owned();
+        let before = self.find_for_cancellation(msg).await?;
+        if referral::is_terminal(&before.task_status) {
+            return Err(ApiError::business_rule(format!(
+                "The referral is already closed ({}); it cannot be cancelled",
+                before.task_status
+            )));
+        }
+        let now = now_rfc3339();
+        let mut after = before.clone();
+        after.version += 1;
+        after.updated_ms = now_ms();
+        after.sr_status = status.clone();
+        after.task_status = "cancelled".to_owned();
+        after.service_request["status"] = json!(status);
+        after.service_request["meta"] =
+            json!({"versionId": after.version.to_string(), "lastUpdated": now});
+        if let Some(reason) = sr.get("reasonCode") {
+            after.service_request["reasonCode"] = reason.clone();
+        }
+        after.task["status"] = json!("cancelled");
+        after.task["statusReason"] = json!({"text": str_at(sr, "/reasonCode/0/text").unwrap_or("Cancelled by the referrer")});
+        after.task["lastModified"] = json!(now);
+        after.task["meta"] = json!({"versionId": after.version.to_string(), "lastUpdated": now});
+        let reason = msg.reason.clone().unwrap_or_else(|| "update".to_owned());
+        let message = referral::build_cancellation(
+            &before.message_bundle_id,
+            &reason,
+            &after.service_request,
+            &after.task,
+            &self.source_endpoint,
+            &now,
+        );
+        let envelope = Envelope::new(
+            Kind::ReferralMessage,
+            before.correlation_id.clone(),
+            before.id.clone(),
+            before.scheme_endpoint.clone(),
+            ids.traceparent.clone(),
+            message.clone(),
+        );
+        let mut tx = self.store.begin().await?;
+        record_request(&mut tx, ids, 200, &message).await?;
+        if !tx.update_referral(&after, before.version).await? {
+            return Err(ApiError::unavailable(
+                "The referral changed while this request was processed; retry",
+            ));
+        }
+        tx.add_step(
+            &after.id,
+            "cancelled",
+            &format!("Cancelled by the referrer ({status})"),
+        )
+        .await?;
+        tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "cancellation"))
+            .await?;
+        tx.commit().await?;
+        tracing::info!(referral = %after.id, "referral cancelled");
+        Ok((StatusCode::OK, message))
+    }
+
+    async fn scheme_response(
+        &self,
+        ids: &RequestIds,
+        msg: &Message,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let header = msg.header();
+        let about = str_at(header, "/response/identifier").ok_or_else(|| {
+            ApiError::required("MessageHeader.response.identifier (the Bundle.id of the referral message) is required").at("MessageHeader.response.identifier")
+        })?;
+        match str_at(header, "/response/code") {
+            Some("ok") => {}
+            _ => {
+                return Err(ApiError::not_supported(
+                    "Only MessageHeader.response.code 'ok' is supported",
+                )
+                .at("MessageHeader.response.code"))
+            }
+        }
+        let before = self
+            .store
+            .referral_by_message_bundle(about)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found("No referral matches MessageHeader.response.identifier")
+                    .at("MessageHeader.response.identifier")
+            })?;
+        let entries = msg.entries();
+        let task_in = entries.of_type("Task").map(|(_, t)| t);
+        let letter = entries
+            .iter()
+            .find(|(_, r)| matches!(type_of(r), Some("Composition" | "DocumentReference")))
+            .map(|(_, r)| r);
+
+        let now = now_rfc3339();
+        let mut after = before.clone();
+        let mut steps: Vec<(String, String)> = Vec::new();
+        if let Some(task) = task_in {
+            let to = str_at(task, "/status")
+                .ok_or_else(|| ApiError::required("Task.status is required").at("Task.status"))?;
+            if !referral::TASK_STATUSES.contains(&to) {
+                return Err(ApiError::value(format!(
+                    "Task.status '{to}' is not part of the referral lifecycle"
+                ))
+                .at("Task.status"));
+            }
+            if to != before.task_status {
+                if !referral::performer_may(&before.task_status, to) {
+                    return Err(ApiError::business_rule(format!(
+                        "A scheme cannot move a referral from '{}' to '{to}'",
+                        before.task_status
+                    ))
+                    .at("Task.status"));
+                }
+                after.task_status = to.to_owned();
+                after.sr_status = referral::service_request_status(to, &before.sr_status);
+                after.task["status"] = json!(to);
+                after.task["lastModified"] = json!(now);
+                match task.get("statusReason") {
+                    Some(reason) => after.task["statusReason"] = reason.clone(),
+                    None => {
+                        if let Some(o) = after.task.as_object_mut() {
+                            o.remove("statusReason");
+                        }
+                    }
+                }
+                if let Some(output) = task.get("output") {
+                    after.task["output"] = output.clone();
+                }
+                if let Some(bs) = task.get("businessStatus") {
+                    after.task["businessStatus"] = bs.clone();
+                }
+                after.service_request["status"] = json!(after.sr_status);
+                let detail = if task.get("statusReason").is_some() {
+                    format!("Scheme set the status to {to}, with a reason")
+                } else {
+                    format!("Scheme set the status to {to}")
+                };
+                steps.push((to.to_owned(), detail));
+            }
+        }
+        if steps.is_empty() && letter.is_none() {
+            return Err(ApiError::business_rule(format!(
+                "The response changes nothing: the referral is already '{}' and no letter is attached",
+                before.task_status
+            )));
+        }
+        if !steps.is_empty() {
+            after.version += 1;
+            after.updated_ms = now_ms();
+            let meta = json!({"versionId": after.version.to_string(), "lastUpdated": now});
+            after.task["meta"] = meta.clone();
+            after.service_request["meta"] = meta;
+        }
+
+        let mut outbox = Vec::new();
+        let mut letter_doc = None;
+        if let Some(letter) = letter {
+            let doc_id = uuid::Uuid::new_v4().to_string();
+            let scheme_org = self
+                .directory
+                .scheme(&before.scheme_id)
+                .map(|s| s.organization.clone())
+                .unwrap_or_else(|| json!({"resourceType": "Organization"}));
+            let doc = referral::letter_document(
+                letter,
+                &doc_id,
+                &before.id,
+                &before.nhs_number,
+                &scheme_org,
+                &now,
+            );
+            steps.push((
+                "letter-received".to_owned(),
+                "Outcome letter received from the scheme".to_owned(),
+            ));
+            let gp_target = self
+                .directory
+                .practice(&before.practice_ods)
+                .and_then(|p| p.gp_endpoint.clone());
+            match gp_target {
+                Some(target) => {
+                    let envelope = Envelope::new(
+                        Kind::LetterFiling,
+                        before.correlation_id.clone(),
+                        before.id.clone(),
+                        target.clone(),
+                        ids.traceparent.clone(),
+                        doc.clone(),
+                    );
+                    outbox.push(outbox_row(&envelope, RECORDS_EXCHANGE, "letter"));
+                    steps.push((
+                        "letter-queued".to_owned(),
+                        format!("Letter queued for the GP system ({target})"),
+                    ));
+                }
+                None => {
+                    self.metrics.letters_unroutable.inc();
+                    tracing::error!(referral = %before.id, practice = %before.practice_ods, "no GP system route for a letter");
+                    steps.push((
+                        "letter-unroutable".to_owned(),
+                        format!(
+                            "No GP system route for practice {}: the letter is held in the ledger",
+                            before.practice_ods
+                        ),
+                    ));
+                }
+            }
+            letter_doc = Some((doc_id, letter.clone(), doc));
+        }
+
+        let answer = msg.bundle.clone();
+        let mut tx = self.store.begin().await?;
+        record_request(&mut tx, ids, 200, &answer).await?;
+        if after.version != before.version && !tx.update_referral(&after, before.version).await? {
+            return Err(ApiError::unavailable(
+                "The referral changed while this request was processed; retry",
+            ));
+        }
+        if let Some((doc_id, original, doc)) = &letter_doc {
+            tx.add_document(
+                &format!("{doc_id}-original"),
+                &before.id,
+                "letter-received",
+                original,
+            )
+            .await?;
+            tx.add_document(doc_id, &before.id, "letter-for-gp", doc)
+                .await?;
+        }
+        for (step, detail) in &steps {
+            tx.add_step(&before.id, step, detail).await?;
+        }
+        for row in &outbox {
+            tx.add_outbox(row).await?;
+        }
+        tx.commit().await?;
+        self.metrics.scheme_responses.inc();
+        tracing::info!(referral = %before.id, status = %after.task_status, letter = letter_doc.is_some(), "scheme response recorded");
+        Ok((StatusCode::OK, answer))
+    }
+}
+
+async fn record_request(
+    tx: &mut WriteTx,
+    ids: &RequestIds,
+    status: u16,
+    answer: &Value,
+) -> Result<(), ApiError> {
+    match tx
+        .record_request(&ids.request_id, status, &answer.to_string())
+        .await
+    {
+        Err(StoreError::Duplicate) => Err(duplicate_request()),
+        other => Ok(other?),
+    }
+}
+
+/// The parts of a new referral message the gateway reads, each checked.
+pub struct ReferralParts<'a> {
+    pub service_request: (Option<&'a str>, &'a Value),
+    pub patient: &'a Value,
+    pub nhs_number: &'a str,
+    pub practice: (Option<&'a str>, &'a Value),
+    pub ods: &'a str,
+}
+
+/// Check a new referral message: the ServiceRequest is for social prescribing, its subject is
+/// a Patient in the Bundle with a valid NHS number, and the sender is an Organization with an
+/// ODS code.
+pub fn referral_parts(msg: &Message) -> Result<ReferralParts<'_>, ApiError> {
+    let entries = msg.entries();
+    let (sr_url, sr) = msg.focus();
+    if type_of(sr) != Some("ServiceRequest") {
+        return Err(ApiError::invariant(
+            "MessageHeader.focus of a servicerequest-request must be a ServiceRequest",
+        )
+        .at("MessageHeader.focus"));
+    }
+    if !has_coding(sr.get("code"), fhir::SNOMED, fhir::SP_REFERRAL_CODE) {
+        return Err(ApiError::not_supported(format!(
+            "ServiceRequest.code must be SNOMED CT {} (Referral to social prescribing service)",
+            fhir::SP_REFERRAL_CODE
+        ))
+        .at("ServiceRequest.code"));
+    }
+    let subject = sr.get("subject").ok_or_else(|| {
+        ApiError::required("ServiceRequest.subject is required").at("ServiceRequest.subject")
+    })?;
+    let (_, patient) = entries
+        .resolve(subject)
+        .filter(|(_, r)| type_of(r) == Some("Patient"))
+        .ok_or_else(|| {
+            ApiError::invariant("ServiceRequest.subject must reference a Patient in the Bundle")
+                .at("ServiceRequest.subject")
+        })?;
+    let nhs_number = identifier_value(patient, uris::NHS_NUMBER).ok_or_else(|| {
+        ApiError::required("The Patient needs an NHS number (https://fhir.nhs.uk/Id/nhs-number)")
+            .at("Patient.identifier")
+    })?;
+    if !fhir::nhs_number_is_valid(nhs_number) {
+        return Err(ApiError::value(
+            "The Patient's NHS number is not 10 digits with a valid Modulus 11 check digit",
+        )
+        .at("Patient.identifier.value"));
+    }
+    let sender = msg.header().get("sender").ok_or_else(|| {
+        ApiError::required("MessageHeader.sender is required").at("MessageHeader.sender")
+    })?;
+    let practice = entries
+        .resolve(sender)
+        .filter(|(_, r)| type_of(r) == Some("Organization"))
+        .ok_or_else(|| {
+            ApiError::invariant("MessageHeader.sender must reference an Organization in the Bundle")
+                .at("MessageHeader.sender")
+        })?;
+    let ods = identifier_value(practice.1, uris::ODS_ORGANIZATION)
+        .ok_or_else(|| ApiError::required("The sending Organization needs an ODS code (https://fhir.nhs.uk/Id/ods-organization-code)").at("Organization.identifier"))?;
+    Ok(ReferralParts {
+        service_request: (sr_url, sr),
+        patient,
+        nhs_number,
+        practice,
+        ods,
+    })
+}
+
+fn outbox_row(envelope: &Envelope, exchange: &str, label: &str) -> OutboxRow {
+    OutboxRow {
+        id: envelope.message_id.to_string(),
+        exchange: exchange.to_owned(),
+        routing_key: envelope.target.clone(),
+        referral_id: envelope.referral_id.clone(),
+        label: label.to_owned(),
+        envelope: String::from_utf8(envelope.to_bytes()).unwrap_or_default(),
+    }
+}

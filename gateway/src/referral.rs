@@ -1,0 +1,402 @@
+//! The referral: the Task lifecycle a scheme moves it through, and the resources and messages
+//! Signpost builds for it (the canonical ServiceRequest and Task, the BaRS message to the scheme,
+//! the cancellation, the letter for the GP system).
+//!
+//! Pure functions over JSON: no I/O here. The pipeline decides when to call them.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use signpost_bus::uris::{self, REFERRAL_ID_SYSTEM};
+
+use crate::fhir::{self, str_at};
+
+/// Task statuses of the closed-loop lifecycle (standards.md §6).
+pub const TASK_STATUSES: &[&str] = &[
+    "requested",
+    "accepted",
+    "rejected",
+    "in-progress",
+    "on-hold",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+/// Whether a status ends the referral.
+pub fn is_terminal(status: &str) -> bool {
+    matches!(
+        status,
+        "rejected" | "completed" | "failed" | "cancelled" | "entered-in-error"
+    )
+}
+
+/// Whether the performer (the scheme) may move a Task from `from` to `to`:
+/// requested → accepted | rejected; accepted → in-progress | on-hold | completed | failed;
+/// in-progress ↔ on-hold; in-progress | on-hold → completed | failed; any open state → cancelled.
+pub fn performer_may(from: &str, to: &str) -> bool {
+    if is_terminal(from) {
+        return false;
+    }
+    matches!(
+        (from, to),
+        ("requested", "accepted" | "rejected" | "cancelled")
+            | (
+                "accepted",
+                "in-progress" | "on-hold" | "completed" | "failed" | "cancelled"
+            )
+            | (
+                "in-progress",
+                "on-hold" | "completed" | "failed" | "cancelled"
+            )
+            | (
+                "on-hold",
+                "in-progress" | "completed" | "failed" | "cancelled"
+            )
+    )
+}
+
+/// The ServiceRequest status that goes with a Task status.
+pub fn service_request_status(task_status: &str, current: &str) -> String {
+    match task_status {
+        "completed" => "completed".to_owned(),
+        "rejected" | "failed" | "cancelled" => "revoked".to_owned(),
+        _ => current.to_owned(),
+    }
+}
+
+/// Ids Signpost assigns to a new referral.
+pub struct NewIds {
+    pub referral: String,
+    pub task: String,
+    pub message_bundle: String,
+}
+
+impl NewIds {
+    pub fn fresh() -> Self {
+        NewIds {
+            referral: uuid::Uuid::new_v4().to_string(),
+            task: uuid::Uuid::new_v4().to_string(),
+            message_bundle: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+fn urn() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+fn add_identifier(resource: &mut Value, system: &str, value: &str) {
+    let ids = resource
+        .as_object_mut()
+        .map(|o| o.entry("identifier").or_insert_with(|| json!([])));
+    if let Some(Value::Array(ids)) = ids {
+        if !ids.iter().any(|i| str_at(i, "/system") == Some(system)) {
+            ids.push(json!({"system": system, "value": value}));
+        }
+    }
+}
+
+/// What the pipeline read from a referral request, to build from.
+pub struct ReferralInput<'a> {
+    pub message: &'a Value,
+    pub service_request: (Option<&'a str>, &'a Value),
+    pub patient: &'a Value,
+    pub practice: (Option<&'a str>, &'a Value),
+    pub nhs_number: &'a str,
+    pub scheme: &'a signpost_bus::directory::Scheme,
+    pub scheme_endpoint: &'a signpost_bus::directory::Endpoint,
+    pub source_endpoint: &'a str,
+    pub now: &'a str,
+}
+
+/// The referral as built: the message for the scheme, and the ServiceRequest and Task as the
+/// gateway serves them (with logical references, since the Bundle's `urn:uuid`s mean nothing
+/// outside it).
+pub struct Built {
+    pub message: Value,
+    pub service_request: Value,
+    pub task: Value,
+}
+
+/// Build the canonical referral: the BaRS message for the scheme, and the stored resources.
+pub fn build_referral(input: &ReferralInput<'_>, ids: &NewIds) -> Built {
+    let sr_url = input
+        .service_request
+        .0
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("ServiceRequest/{}", ids.referral));
+    let org_url = urn();
+    let hs_url = urn();
+    let task_url = urn();
+    let practice_ref = match input.practice.0 {
+        Some(u) => json!({"reference": u}),
+        None => fhir::logical_reference(input.practice.1),
+    };
+    let meta = json!({"versionId": "1", "lastUpdated": input.now});
+
+    let mut sr = input.service_request.1.clone();
+    sr["id"] = json!(ids.referral);
+    sr["meta"] = meta.clone();
+    sr["status"] = json!("active");
+    add_identifier(&mut sr, REFERRAL_ID_SYSTEM, &ids.referral);
+    sr["performer"] = json!([{"reference": hs_url}]);
+
+    let patient_ref = json!({"type": "Patient", "identifier": {"system": uris::NHS_NUMBER, "value": input.nhs_number}});
+    let mut task = json!({
+        "resourceType": "Task",
+        "id": ids.task,
+        "meta": meta,
+        "identifier": [{"system": REFERRAL_ID_SYSTEM, "value": ids.referral}],
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": fhir::TASK_CODE, "code": "fulfill"}]},
+        "focus": {"reference": sr_url},
+        "for": patient_ref,
+        "authoredOn": input.now,
+        "lastModified": input.now,
+        "requester": practice_ref,
+        "owner": {"reference": org_url},
+    });
+
+    // The message: our MessageHeader, then what the referrer sent (its header excepted, its
+    // ServiceRequest replaced by ours), then the Task, scheme Organization and service.
+    let header = json!({
+        "resourceType": "MessageHeader",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": input.now},
+        "eventCoding": {"system": fhir::EVENTS_BARS, "code": "servicerequest-request"},
+        "reason": {"coding": [{"system": fhir::REASON_BARS, "code": "new"}]},
+        "definition": fhir::DEF_REQUEST_REFERRAL,
+        "destination": [{
+            "endpoint": destination_endpoint(input.scheme, input.scheme_endpoint),
+            "receiver": {"reference": org_url},
+        }],
+        "sender": practice_ref,
+        "source": {
+            "name": "Signpost",
+            "software": "Signpost",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoint": input.source_endpoint,
+        },
+        "focus": [{"reference": sr_url}],
+    });
+    let mut entries = vec![json!({"fullUrl": urn(), "resource": header})];
+    for (full_url, resource) in fhir::Entries::of(input.message).iter().skip(1) {
+        let resource = if std::ptr::eq(resource, input.service_request.1) {
+            sr.clone()
+        } else {
+            resource.clone()
+        };
+        let mut entry = json!({"resource": resource});
+        if let Some(u) = full_url {
+            entry["fullUrl"] = json!(u);
+        }
+        entries.push(entry);
+    }
+    let mut scheme_org = input.scheme.organization.clone();
+    scheme_org
+        .as_object_mut()
+        .map(|o| o.insert("meta".into(), json!({"lastUpdated": input.now})));
+    let mut service = input.scheme.service.clone();
+    service["providedBy"] = json!({"reference": org_url});
+    if let Some(o) = service.as_object_mut() {
+        o.remove("endpoint");
+        o.remove("extension");
+    }
+    entries.push(json!({"fullUrl": task_url, "resource": task.clone()}));
+    entries.push(json!({"fullUrl": org_url, "resource": scheme_org}));
+    entries.push(json!({"fullUrl": hs_url, "resource": service}));
+    let message = json!({
+        "resourceType": "Bundle",
+        "id": ids.message_bundle,
+        "meta": {"profile": [fhir::BARS_BUNDLE_PROFILE], "lastUpdated": input.now},
+        "type": "message",
+        "timestamp": input.now,
+        "entry": entries,
+    });
+
+    // What the gateway serves: the same resources with references that mean something alone.
+    let mut stored_sr = sr;
+    stored_sr["subject"] = patient_ref;
+    stored_sr["performer"] = json!([{"reference": format!("HealthcareService/{}", input.scheme.id), "display": input.scheme.name}]);
+    if let Some(req) = stored_sr.get("requester").cloned() {
+        if let Some((_, r)) = fhir::Entries::of(input.message).resolve(&req) {
+            stored_sr["requester"] = fhir::logical_reference(r);
+        }
+    }
+    if let Some(o) = stored_sr.as_object_mut() {
+        // Encounter and CarePlan references point into the message only.
+        o.remove("encounter");
+        o.remove("basedOn");
+    }
+    task["focus"] = json!({"reference": format!("ServiceRequest/{}", ids.referral)});
+    task["requester"] = fhir::logical_reference(input.practice.1);
+    task["owner"] = fhir::logical_reference(&input.scheme.organization);
+
+    Built {
+        message,
+        service_request: stored_sr,
+        task,
+    }
+}
+
+/// `MessageHeader.destination.endpoint`: the scheme's `system|value` service id when it has
+/// one, else its Endpoint address.
+fn destination_endpoint(
+    scheme: &signpost_bus::directory::Scheme,
+    endpoint: &signpost_bus::directory::Endpoint,
+) -> String {
+    match &scheme.service_identifier {
+        Some((system, value)) => format!("{system}|{value}"),
+        None => endpoint.address.clone(),
+    }
+}
+
+/// The BaRS cancellation message for the scheme: same Bundle id as the referral message, the
+/// cancelled definition, the ServiceRequest `revoked`/`entered-in-error`, the Task `cancelled`.
+pub fn build_cancellation(
+    message_bundle_id: &str,
+    reason: &str,
+    service_request: &Value,
+    task: &Value,
+    source_endpoint: &str,
+    now: &str,
+) -> Value {
+    let sr_url = urn();
+    let mut task = task.clone();
+    task["focus"] = json!({"reference": sr_url});
+    json!({
+        "resourceType": "Bundle",
+        "id": message_bundle_id,
+        "meta": {"profile": [fhir::BARS_BUNDLE_PROFILE], "lastUpdated": now},
+        "type": "message",
+        "timestamp": now,
+        "entry": [
+            {"fullUrl": urn(), "resource": {
+                "resourceType": "MessageHeader",
+                "id": uuid::Uuid::new_v4().to_string(),
+                "eventCoding": {"system": fhir::EVENTS_BARS, "code": "servicerequest-request"},
+                "reason": {"coding": [{"system": fhir::REASON_BARS, "code": reason}]},
+                "definition": fhir::DEF_REQUEST_CANCELLED,
+                "source": {"name": "Signpost", "software": "Signpost", "endpoint": source_endpoint},
+                "focus": [{"reference": sr_url}],
+            }},
+            {"fullUrl": sr_url, "resource": service_request},
+            {"fullUrl": urn(), "resource": task},
+        ],
+    })
+}
+
+/// The letter as the GP system receives it: a DocumentReference with the letter attached, for
+/// the patient (by NHS number) and linked to the referral.
+pub fn letter_document(
+    letter: &Value,
+    doc_id: &str,
+    referral_id: &str,
+    nhs_number: &str,
+    scheme_organization: &Value,
+    now: &str,
+) -> Value {
+    let content = match fhir::type_of(letter) {
+        Some("DocumentReference") => letter.get("content").cloned().unwrap_or_else(|| json!([])),
+        _ => {
+            let html = render_composition(letter);
+            json!([{"attachment": {
+                "contentType": "text/html; charset=utf-8",
+                "language": "en-GB",
+                "data": base64::engine::general_purpose::STANDARD.encode(html),
+                "title": str_at(letter, "/title").unwrap_or("Social prescribing outcome"),
+                "creation": str_at(letter, "/date").unwrap_or(now),
+            }}])
+        }
+    };
+    json!({
+        "resourceType": "DocumentReference",
+        "id": doc_id,
+        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference"], "lastUpdated": now},
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{doc_id}")},
+        "status": "current",
+        "docStatus": "final",
+        "type": {"coding": [{"system": fhir::SNOMED, "code": "371531000", "display": "Report of clinical encounter"}]},
+        "subject": {"type": "Patient", "identifier": {"system": uris::NHS_NUMBER, "value": nhs_number}},
+        "date": now,
+        "author": [fhir::logical_reference(scheme_organization)],
+        "description": "Social prescribing outcome letter",
+        "content": content,
+        "context": {"related": [{"type": "ServiceRequest", "identifier": {"system": REFERRAL_ID_SYSTEM, "value": referral_id}}]},
+    })
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A readable HTML page from a Composition: title, its narrative, then each section's title
+/// and narrative.
+pub fn render_composition(composition: &Value) -> String {
+    let title = escape(str_at(composition, "/title").unwrap_or("Social prescribing outcome"));
+    let mut html = format!("<!DOCTYPE html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body><h1>{title}</h1>");
+    if let Some(div) = str_at(composition, "/text/div") {
+        html.push_str(div);
+    }
+    for section in composition
+        .get("section")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = str_at(section, "/title") {
+            html.push_str(&format!("<h2>{}</h2>", escape(t)));
+        }
+        if let Some(div) = str_at(section, "/text/div") {
+            html.push_str(div);
+        }
+    }
+    html.push_str("</body></html>");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_performer_follows_the_lifecycle() {
+        assert!(performer_may("requested", "accepted"));
+        assert!(performer_may("requested", "rejected"));
+        assert!(performer_may("accepted", "in-progress"));
+        assert!(performer_may("in-progress", "on-hold"));
+        assert!(performer_may("on-hold", "in-progress"));
+        assert!(performer_may("in-progress", "completed"));
+        assert!(performer_may("in-progress", "failed"));
+        assert!(
+            !performer_may("requested", "completed"),
+            "must accept first"
+        );
+        assert!(
+            !performer_may("completed", "in-progress"),
+            "completed is final"
+        );
+        assert!(!performer_may("rejected", "accepted"));
+        assert!(!performer_may("accepted", "requested"));
+        assert!(!performer_may("accepted", "draft"));
+    }
+
+    #[test]
+    fn the_service_request_follows_the_task() {
+        assert_eq!(service_request_status("completed", "active"), "completed");
+        assert_eq!(service_request_status("rejected", "active"), "revoked");
+        assert_eq!(service_request_status("in-progress", "active"), "active");
+    }
+
+    #[test]
+    fn a_composition_renders_with_its_sections_and_escaped_titles() {
+        let c = json!({"title": "Outcome <1>", "section": [
+            {"title": "Support offered", "text": {"div": "<div>Walking group</div>"}}]});
+        let html = render_composition(&c);
+        assert!(html.contains("<h1>Outcome &lt;1&gt;</h1>"));
+        assert!(html.contains("<h2>Support offered</h2><div>Walking group</div>"));
+    }
+}

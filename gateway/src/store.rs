@@ -1,0 +1,541 @@
+//! The ledger: referrals, their timelines, the answers to processed requests, the outbox, the
+//! inbox of processed bus messages, and letters. SQLite by default (one file, WAL, synchronous
+//! FULL: durable at commit), PostgreSQL for several replicas; one portable schema, reached
+//! through sqlx's `Any` driver.
+//!
+//! Writes go through a [`WriteTx`]: everything a request changes (its answer, the referral, the
+//! timeline, the outbox rows) commits together or not at all, so an HTTP answer is only sent for
+//! what is on disk and every committed referral has its outbox row. On SQLite, write transactions
+//! are serialised in-process: SQLite has one writer, and queueing here beats `SQLITE_BUSY`.
+//!
+//! This module stores and fetches; what the rows mean is `referral.rs`'s business.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ledger: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("ledger: stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("ledger: a row with this key already exists")]
+    Duplicate,
+}
+
+impl StoreError {
+    /// Whether the store refused the write for lack of room or permission (full disk, read-only
+    /// file), which is worth a 503 rather than a 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => true,
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                let m = e.message().to_ascii_lowercase();
+                m.contains("full")
+                    || m.contains("readonly")
+                    || m.contains("read-only")
+                    || m.contains("locked")
+                    || m.contains("busy")
+                    || m.contains("disk i/o")
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_unique(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS referrals (
+        id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL UNIQUE,
+        source_bundle_id TEXT NOT NULL UNIQUE,
+        message_bundle_id TEXT NOT NULL UNIQUE,
+        correlation_id TEXT NOT NULL,
+        practice_ods TEXT NOT NULL,
+        scheme_id TEXT NOT NULL,
+        scheme_endpoint TEXT NOT NULL,
+        nhs_number TEXT NOT NULL,
+        sr_status TEXT NOT NULL,
+        task_status TEXT NOT NULL,
+        service_request TEXT NOT NULL,
+        task TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS referrals_by_nhs_number ON referrals (nhs_number)",
+    "CREATE TABLE IF NOT EXISTS timeline (
+        id TEXT PRIMARY KEY,
+        referral_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        step TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS timeline_by_referral ON timeline (referral_id, seq)",
+    "CREATE TABLE IF NOT EXISTS requests (
+        request_id TEXT PRIMARY KEY,
+        status BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        exchange TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        referral_id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        sent_ms BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (sent_ms, seq)",
+    "CREATE TABLE IF NOT EXISTS inbox (
+        message_id TEXT PRIMARY KEY,
+        at_ms BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS documents (
+        id TEXT PRIMARY KEY,
+        referral_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    )",
+];
+
+/// A referral as the ledger holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralRow {
+    pub id: String,
+    pub task_id: String,
+    pub source_bundle_id: String,
+    pub message_bundle_id: String,
+    pub correlation_id: String,
+    pub practice_ods: String,
+    pub scheme_id: String,
+    pub scheme_endpoint: String,
+    pub nhs_number: String,
+    pub sr_status: String,
+    pub task_status: String,
+    pub service_request: Value,
+    pub task: Value,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One step on a referral's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at_ms: i64,
+    pub step: String,
+    pub detail: String,
+}
+
+/// A message waiting to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub referral_id: String,
+    /// What the message is, for the timeline: `referral`, `cancellation`, `letter`.
+    pub label: String,
+    pub envelope: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    /// Serialises write transactions on SQLite; `None` on PostgreSQL.
+    writer: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+pub fn now_ms() -> i64 {
+    signpost_bus::envelope::now_ms()
+}
+
+impl Store {
+    /// Connect and create the schema if it is missing. `sqlite://` files are created.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .acquire_timeout(std::time::Duration::from_secs(3));
+        if sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        for ddl in SCHEMA {
+            pool.execute(*ddl).await?;
+        }
+        Ok(Store {
+            pool,
+            writer: sqlite.then(|| Arc::new(Mutex::new(()))),
+        })
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let guard = match &self.writer {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _writer: guard })
+    }
+
+    /// The answer given to a processed request id, if any.
+    pub async fn request_answer(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(u16, String)>, StoreError> {
+        let row = sqlx::query("SELECT status, body FROM requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            let status: i64 = r.get(0);
+            (u16::try_from(status).unwrap_or(500), r.get::<String, _>(1))
+        }))
+    }
+
+    pub async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+        self.referral_where("id", id).await
+    }
+
+    pub async fn referral_by_task(&self, task_id: &str) -> Result<Option<ReferralRow>, StoreError> {
+        self.referral_where("task_id", task_id).await
+    }
+
+    pub async fn referral_by_message_bundle(
+        &self,
+        bundle_id: &str,
+    ) -> Result<Option<ReferralRow>, StoreError> {
+        self.referral_where("message_bundle_id", bundle_id).await
+    }
+
+    pub async fn referral_by_source_bundle(
+        &self,
+        bundle_id: &str,
+    ) -> Result<Option<ReferralRow>, StoreError> {
+        self.referral_where("source_bundle_id", bundle_id).await
+    }
+
+    async fn referral_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<ReferralRow>, StoreError> {
+        let sql = format!("{REFERRAL_SELECT} WHERE {column} = $1");
+        let row = sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| referral_from_row(&r)).transpose()
+    }
+
+    /// Referrals for a patient, newest first.
+    pub async fn referrals_for_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Vec<ReferralRow>, StoreError> {
+        let sql = format!("{REFERRAL_SELECT} WHERE nhs_number = $1 ORDER BY created_ms DESC, id");
+        let rows = sqlx::query(&sql)
+            .bind(nhs_number)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(referral_from_row).collect()
+    }
+
+    pub async fn timeline(&self, referral_id: &str) -> Result<Vec<Step>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, step, detail FROM timeline WHERE referral_id = $1 ORDER BY seq, at_ms",
+        )
+        .bind(referral_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Step {
+                at_ms: r.get(0),
+                step: r.get(1),
+                detail: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Outbox rows not yet published, oldest first.
+    pub async fn unsent(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, exchange, routing_key, referral_id, label, envelope FROM outbox
+             WHERE sent_ms IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.get(0),
+                exchange: r.get(1),
+                routing_key: r.get(2),
+                referral_id: r.get(3),
+                label: r.get(4),
+                envelope: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn unsent_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The label of an outbox message (`referral`, `cancellation`, `letter`).
+    pub async fn outbox_label(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT label FROM outbox WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+const REFERRAL_SELECT: &str =
+    "SELECT id, task_id, source_bundle_id, message_bundle_id, correlation_id,
+    practice_ods, scheme_id, scheme_endpoint, nhs_number, sr_status, task_status, service_request,
+    task, version, created_ms, updated_ms FROM referrals";
+
+fn referral_from_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
+    Ok(ReferralRow {
+        id: r.try_get(0)?,
+        task_id: r.try_get(1)?,
+        source_bundle_id: r.try_get(2)?,
+        message_bundle_id: r.try_get(3)?,
+        correlation_id: r.try_get(4)?,
+        practice_ods: r.try_get(5)?,
+        scheme_id: r.try_get(6)?,
+        scheme_endpoint: r.try_get(7)?,
+        nhs_number: r.try_get(8)?,
+        sr_status: r.try_get(9)?,
+        task_status: r.try_get(10)?,
+        service_request: serde_json::from_str(&r.try_get::<String, _>(11)?)?,
+        task: serde_json::from_str(&r.try_get::<String, _>(12)?)?,
+        version: r.try_get(13)?,
+        created_ms: r.try_get(14)?,
+        updated_ms: r.try_get(15)?,
+    })
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record the answer to a request id. [`StoreError::Duplicate`] if the id was seen: the
+    /// caller then rolls back everything else the request did.
+    pub async fn record_request(
+        &mut self,
+        request_id: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO requests (request_id, status, body, at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(request_id)
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| {
+            if is_unique(&e) {
+                StoreError::Duplicate
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Mark a bus message as processed. `false` if it already was.
+    pub async fn record_inbox(&mut self, message_id: &str) -> Result<bool, StoreError> {
+        match sqlx::query("INSERT INTO inbox (message_id, at_ms) VALUES ($1, $2)")
+            .bind(message_id)
+            .bind(now_ms())
+            .execute(&mut *self.tx)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`StoreError::Duplicate`] when the source bundle id (or another unique key) is taken.
+    pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO referrals (id, task_id, source_bundle_id, message_bundle_id, correlation_id,
+                practice_ods, scheme_id, scheme_endpoint, nhs_number, sr_status, task_status,
+                service_request, task, version, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&r.id)
+        .bind(&r.task_id)
+        .bind(&r.source_bundle_id)
+        .bind(&r.message_bundle_id)
+        .bind(&r.correlation_id)
+        .bind(&r.practice_ods)
+        .bind(&r.scheme_id)
+        .bind(&r.scheme_endpoint)
+        .bind(&r.nhs_number)
+        .bind(&r.sr_status)
+        .bind(&r.task_status)
+        .bind(r.service_request.to_string())
+        .bind(r.task.to_string())
+        .bind(r.version)
+        .bind(r.created_ms)
+        .bind(r.updated_ms)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| if is_unique(&e) { StoreError::Duplicate } else { e.into() })?;
+        Ok(())
+    }
+
+    /// Write a referral's new state if it is still at `expected_version`. `false` if someone
+    /// else changed it first.
+    pub async fn update_referral(
+        &mut self,
+        r: &ReferralRow,
+        expected_version: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE referrals SET sr_status = $1, task_status = $2, service_request = $3, task = $4,
+                version = $5, updated_ms = $6 WHERE id = $7 AND version = $8",
+        )
+        .bind(&r.sr_status)
+        .bind(&r.task_status)
+        .bind(r.service_request.to_string())
+        .bind(r.task.to_string())
+        .bind(r.version)
+        .bind(r.updated_ms)
+        .bind(&r.id)
+        .bind(expected_version)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn add_step(
+        &mut self,
+        referral_id: &str,
+        step: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE referral_id = $1")
+                .bind(referral_id)
+                .fetch_one(&mut *self.tx)
+                .await?
+                .try_get(0)?;
+        sqlx::query("INSERT INTO timeline (id, referral_id, seq, at_ms, step, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(referral_id)
+            .bind(seq)
+            .bind(now_ms())
+            .bind(step)
+            .bind(detail)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_outbox(&mut self, row: &OutboxRow) -> Result<(), StoreError> {
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox")
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?;
+        sqlx::query(
+            "INSERT INTO outbox (id, seq, exchange, routing_key, referral_id, label, envelope, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&row.id)
+        .bind(seq)
+        .bind(&row.exchange)
+        .bind(&row.routing_key)
+        .bind(&row.referral_id)
+        .bind(&row.label)
+        .bind(&row.envelope)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Mark an outbox row published. `false` if it was already marked.
+    pub async fn mark_sent(&mut self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE outbox SET sent_ms = $1 WHERE id = $2 AND sent_ms IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn add_document(
+        &mut self,
+        id: &str,
+        referral_id: &str,
+        kind: &str,
+        content: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(referral_id)
+            .bind(kind)
+            .bind(content.to_string())
+            .bind(now_ms())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
