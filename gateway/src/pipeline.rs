@@ -185,6 +185,8 @@ impl Gateway {
         .await?;
         tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "referral"))
             .await?;
+        let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
+        tx.add_step(&row.id, "queued", &queued).await?;
         tx.commit().await?;
         self.metrics.referrals_accepted.inc();
         tracing::info!(referral = %row.id, scheme = %scheme.id, "referral accepted");
@@ -269,6 +271,8 @@ impl Gateway {
         .await?;
         tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "cancellation"))
             .await?;
+        let queued = format!("Cancellation queued for endpoint {}", after.scheme_endpoint);
+        tx.add_step(&after.id, "cancellation-queued", &queued).await?;
         tx.commit().await?;
         tracing::info!(referral = %after.id, "referral cancelled");
         Ok((StatusCode::OK, message))

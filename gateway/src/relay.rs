@@ -1,5 +1,6 @@
 //! The outbox relay: publishes committed outbox rows with publisher confirms and marks them
-//! sent, noting "queued" on the referral's timeline. It runs beside the HTTP server, wakes on
+//! sent. (The timeline's "queued" step is written with the outbox row itself, so that it can
+//! never appear after the "delivered" that the adapter reports.) It runs beside the HTTP server, wakes on
 //! every commit (and every second regardless), and on start publishes whatever an earlier run
 //! left unsent. A crash between the broker's confirm and the mark means the row is published
 //! again; the message keeps its id, so consumers de-duplicate it.
@@ -108,19 +109,7 @@ impl Relay {
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(()) => {
-                    if tx.mark_sent(&row.id).await? {
-                        let step = match row.label.as_str() {
-                            "letter" => "letter-published",
-                            "cancellation" => "cancellation-queued",
-                            _ => "queued",
-                        };
-                        tx.add_step(
-                            &row.referral_id,
-                            step,
-                            &format!("Published to {} for {}", row.exchange, row.routing_key),
-                        )
-                        .await?;
-                    }
+                    tx.mark_sent(&row.id).await?;
                     sent += 1;
                 }
                 Err(e) => {

@@ -1,1 +1,12 @@
-fn main() {}
+//! End-to-end tests of the whole loop against the real RabbitMQ (a vhost per test), a real
+//! SQLite file, real HTTP, and the stand-in scheme and GP system. Set `TEST_LOG=1` to see the
+//! gateway's logs.
+
+mod helpers;
+
+mod bad_input;
+mod crash_recovery;
+mod delivery;
+mod duplicates;
+mod loop_end_to_end;
+mod reads;
