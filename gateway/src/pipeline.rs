@@ -272,7 +272,8 @@ impl Gateway {
         tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "cancellation"))
             .await?;
         let queued = format!("Cancellation queued for endpoint {}", after.scheme_endpoint);
-        tx.add_step(&after.id, "cancellation-queued", &queued).await?;
+        tx.add_step(&after.id, "cancellation-queued", &queued)
+            .await?;
         tx.commit().await?;
         tracing::info!(referral = %after.id, "referral cancelled");
         Ok((StatusCode::OK, message))

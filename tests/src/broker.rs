@@ -35,7 +35,16 @@ impl Vhost {
     pub fn create_named(name: &str) -> Result<Self, String> {
         let _ = rabbitmqctl(&["-q", "delete_vhost", name]);
         rabbitmqctl(&["-q", "add_vhost", name])?;
-        rabbitmqctl(&["-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"])?;
+        rabbitmqctl(&[
+            "-q",
+            "set_permissions",
+            "-p",
+            name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ])?;
         let base_url = std::env::var("SIGNPOST_TEST_AMQP_URL")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
         let base_url = base_url
@@ -55,7 +64,15 @@ impl Vhost {
     /// Messages ready in a queue of this vhost.
     pub fn queue_depth(&self, queue: &str) -> Option<u64> {
         let out = Command::new("rabbitmqctl")
-            .args(["-q", "list_queues", "-p", &self.name, "name", "messages", "--no-table-headers"])
+            .args([
+                "-q",
+                "list_queues",
+                "-p",
+                &self.name,
+                "name",
+                "messages",
+                "--no-table-headers",
+            ])
             .output()
             .ok()?;
         String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {

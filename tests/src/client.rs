@@ -26,7 +26,10 @@ impl Reply {
         let issue = &self.body["issue"][0];
         (
             issue["code"].as_str().unwrap_or("").to_owned(),
-            issue["details"]["coding"][0]["code"].as_str().unwrap_or("").to_owned(),
+            issue["details"]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
         )
     }
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -47,26 +50,59 @@ impl Client {
         }
     }
 
-    pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Reply, String> {
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
-        let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub async fn get(&self, url: &str) -> Result<Reply, String> {
-        self.send("GET", url, &[("accept", "application/fhir+json")], Vec::new()).await
+        self.send(
+            "GET",
+            url,
+            &[("accept", "application/fhir+json")],
+            Vec::new(),
+        )
+        .await
     }
 
     /// POST a FHIR message with fresh or given BaRS ids.
-    pub async fn process_message(&self, base: &str, request_id: &str, correlation_id: &str, body: Vec<u8>) -> Result<Reply, String> {
+    pub async fn process_message(
+        &self,
+        base: &str,
+        request_id: &str,
+        correlation_id: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         self.send(
             "POST",
             &format!("{base}/$process-message"),

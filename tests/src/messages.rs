@@ -30,7 +30,12 @@ pub fn referral_facts(message: &Value) -> (String, String) {
 
 /// A `servicerequest-response` about the referral message `about_bundle_id`, with a Task in
 /// `status` (and a reason when given) and, optionally, a letter.
-pub fn scheme_response(about_bundle_id: &str, status: &str, reason: Option<&str>, letter: Option<Value>) -> Value {
+pub fn scheme_response(
+    about_bundle_id: &str,
+    status: &str,
+    reason: Option<&str>,
+    letter: Option<Value>,
+) -> Value {
     let task_url = urn();
     let mut task = json!({
         "resourceType": "Task",

@@ -69,18 +69,30 @@ fn outcome(status: StatusCode, code: &str, rec: &str, text: &str) -> Response<Fu
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/fhir+json; charset=utf-8"));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+    );
     r
 }
 
 async fn read(req: Request<Incoming>) -> (http::request::Parts, Value) {
     let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (parts, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 fn header(parts: &http::request::Parts, name: &str) -> String {
-    parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Serve `handler` on `listener` until the returned task is aborted.
@@ -91,7 +103,9 @@ where
 {
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -126,35 +140,77 @@ impl StandinScheme {
     /// Start on `listener`. With `work_for = Some(gateway FHIR base)`, every new referral is
     /// worked through accepted → in-progress → completed with a letter, `step` apart.
     pub async fn start(listener: TcpListener, work_for: Option<String>, step: Duration) -> Self {
-        let base_url = format!("http://{}/fhir", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        let base_url = format!(
+            "http://{}/fhir",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
         let log = Arc::new(Log::default());
         let control = Arc::new(SchemeControl::default());
         let (l, c) = (log.clone(), control.clone());
         let task = serve(listener, move |req| {
             let (log, control, work_for) = (l.clone(), c.clone(), work_for.clone());
             async move {
-                if req.method() != http::Method::POST || req.uri().path() != "/fhir/$process-message" {
-                    return outcome(StatusCode::NOT_FOUND, "not-found", "REC_NOT_FOUND", "stand-in scheme: no such endpoint");
+                if req.method() != http::Method::POST
+                    || req.uri().path() != "/fhir/$process-message"
+                {
+                    return outcome(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        "REC_NOT_FOUND",
+                        "stand-in scheme: no such endpoint",
+                    );
                 }
                 let (parts, body) = read(req).await;
                 let request_id = header(&parts, "x-request-id");
                 let correlation_id = header(&parts, "x-correlation-id");
                 if request_id.is_empty() || correlation_id.is_empty() {
-                    return outcome(StatusCode::BAD_REQUEST, "required", "REC_BAD_REQUEST", "X-Request-Id and X-Correlation-Id are required");
+                    return outcome(
+                        StatusCode::BAD_REQUEST,
+                        "required",
+                        "REC_BAD_REQUEST",
+                        "X-Request-Id and X-Correlation-Id are required",
+                    );
                 }
-                let take = |n: &AtomicUsize| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1)).is_ok();
-                let mut received = Received { request_id: request_id.clone(), correlation_id: correlation_id.clone(), headers: parts.headers.clone(), body: body.clone(), accepted: false };
+                let take = |n: &AtomicUsize| {
+                    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                        .is_ok()
+                };
+                let mut received = Received {
+                    request_id: request_id.clone(),
+                    correlation_id: correlation_id.clone(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                    accepted: false,
+                };
                 if take(&control.fail_next) {
                     log.record(received);
-                    return outcome(StatusCode::INTERNAL_SERVER_ERROR, "transient", "REC_SERVER_ERROR", "stand-in scheme: failing on purpose");
+                    return outcome(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "transient",
+                        "REC_SERVER_ERROR",
+                        "stand-in scheme: failing on purpose",
+                    );
                 }
                 if take(&control.refuse_next) {
                     log.record(received);
-                    return outcome(StatusCode::BAD_REQUEST, "invalid", "REC_BAD_REQUEST", "stand-in scheme: refusing on purpose");
+                    return outcome(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "REC_BAD_REQUEST",
+                        "stand-in scheme: refusing on purpose",
+                    );
                 }
                 if log.seen(&request_id) {
                     log.record(received);
-                    return outcome(StatusCode::CONFLICT, "duplicate", "REC_CONFLICT", "stand-in scheme: already have this X-Request-Id");
+                    return outcome(
+                        StatusCode::CONFLICT,
+                        "duplicate",
+                        "REC_CONFLICT",
+                        "stand-in scheme: already have this X-Request-Id",
+                    );
                 }
                 received.accepted = true;
                 log.record(received);
@@ -165,7 +221,12 @@ impl StandinScheme {
                 reply(StatusCode::OK, &body)
             }
         });
-        StandinScheme { base_url, log, control, task }
+        StandinScheme {
+            base_url,
+            log,
+            control,
+            task,
+        }
     }
 
     /// Every request received, in order.
@@ -200,14 +261,27 @@ async fn work_referral(gateway: String, message: Value, correlation_id: String, 
     let plan = [
         messages::scheme_response(&bundle_id, "accepted", None, None),
         messages::scheme_response(&bundle_id, "in-progress", None, None),
-        messages::scheme_response(&bundle_id, "completed", Some("Support plan finished"), Some(messages::outcome_letter(&nhs))),
+        messages::scheme_response(
+            &bundle_id,
+            "completed",
+            Some("Support plan finished"),
+            Some(messages::outcome_letter(&nhs)),
+        ),
     ];
     for msg in plan {
         tokio::time::sleep(step).await;
         let request_id = uuid::Uuid::new_v4().to_string();
         // Retry on transport failure or 5xx with the same X-Request-Id, as a BaRS sender does.
         for _ in 0..20 {
-            match client.process_message(&gateway, &request_id, &correlation_id, msg.to_string().into_bytes()).await {
+            match client
+                .process_message(
+                    &gateway,
+                    &request_id,
+                    &correlation_id,
+                    msg.to_string().into_bytes(),
+                )
+                .await
+            {
                 Ok(r) if !r.status.is_server_error() => break,
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
@@ -223,32 +297,65 @@ pub struct StandinGp {
 
 impl StandinGp {
     pub async fn start(listener: TcpListener) -> Self {
-        let base_url = format!("http://{}/fhir", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        let base_url = format!(
+            "http://{}/fhir",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
         let log = Arc::new(Log::default());
         let l = log.clone();
         let task = serve(listener, move |req| {
             let log = l.clone();
             async move {
-                if req.method() != http::Method::POST || req.uri().path() != "/fhir/DocumentReference" {
-                    return outcome(StatusCode::NOT_FOUND, "not-found", "REC_NOT_FOUND", "stand-in GP system: no such endpoint");
+                if req.method() != http::Method::POST
+                    || req.uri().path() != "/fhir/DocumentReference"
+                {
+                    return outcome(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        "REC_NOT_FOUND",
+                        "stand-in GP system: no such endpoint",
+                    );
                 }
                 let (parts, body) = read(req).await;
                 let request_id = header(&parts, "x-request-id");
                 let correlation_id = header(&parts, "x-correlation-id");
                 if body["resourceType"] != "DocumentReference" || request_id.is_empty() {
-                    return outcome(StatusCode::BAD_REQUEST, "invalid", "REC_BAD_REQUEST", "stand-in GP system: expected a DocumentReference with X-Request-Id");
+                    return outcome(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "REC_BAD_REQUEST",
+                        "stand-in GP system: expected a DocumentReference with X-Request-Id",
+                    );
                 }
-                let mut received = Received { request_id: request_id.clone(), correlation_id, headers: parts.headers.clone(), body: body.clone(), accepted: false };
+                let mut received = Received {
+                    request_id: request_id.clone(),
+                    correlation_id,
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                    accepted: false,
+                };
                 if log.seen(&request_id) {
                     log.record(received);
-                    return outcome(StatusCode::CONFLICT, "duplicate", "REC_CONFLICT", "stand-in GP system: letter already filed");
+                    return outcome(
+                        StatusCode::CONFLICT,
+                        "duplicate",
+                        "REC_CONFLICT",
+                        "stand-in GP system: letter already filed",
+                    );
                 }
                 received.accepted = true;
                 log.record(received);
                 reply(StatusCode::CREATED, &body)
             }
         });
-        StandinGp { base_url, log, task }
+        StandinGp {
+            base_url,
+            log,
+            task,
+        }
     }
 
     pub fn received(&self) -> Vec<Received> {

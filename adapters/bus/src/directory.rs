@@ -180,9 +180,11 @@ impl Directory {
             let kind = match (system, code) {
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-msg") => EndpointKind::FhirMessaging,
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-rest") => EndpointKind::FhirRest,
-                _ => return Err(invalid(format!(
+                _ => {
+                    return Err(invalid(format!(
                     "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
-                ))),
+                )))
+                }
             };
             let address = str_at(r, "/address")
                 .ok_or_else(|| invalid(format!("Endpoint/{id} has no address")))?

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     let filter = std::env::var("SIGNPOST_LOG")
-        .unwrap_or_else(|_| "info,lapin=warn,amq_protocol=warn".to_owned());
+        .unwrap_or_else(|_| "info,lapin=warn,lapin::channels=off,amq_protocol=warn".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -15,26 +15,62 @@ async fn a_replayed_request_id_gets_409_duplicate_and_no_second_delivery() {
     let c = &world.client;
     let (rid, cid) = (new_id(), new_id());
     let body = read_fixture("gp-system/referral-new.json");
-    let first = c.process_message(&gw.fhir, &rid, &cid, body.clone()).await.unwrap();
+    let first = c
+        .process_message(&gw.fhir, &rid, &cid, body.clone())
+        .await
+        .unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
     let referral = referral_id(&first.body);
 
-    let again = c.process_message(&gw.fhir, &rid, &cid, body.clone()).await.unwrap();
+    let again = c
+        .process_message(&gw.fhir, &rid, &cid, body.clone())
+        .await
+        .unwrap();
     assert_eq!(again.status, 409);
-    assert_eq!(again.outcome_codes(), ("duplicate".to_owned(), "REC_CONFLICT".to_owned()));
+    assert_eq!(
+        again.outcome_codes(),
+        ("duplicate".to_owned(), "REC_CONFLICT".to_owned())
+    );
     assert_eq!(again.header("x-request-id"), Some(rid.as_str()));
 
     // The same referral again under a new request id is a duplicate too (same Bundle.id).
-    let resent = c.process_message(&gw.fhir, &new_id(), &cid, body).await.unwrap();
+    let resent = c
+        .process_message(&gw.fhir, &new_id(), &cid, body)
+        .await
+        .unwrap();
     assert_eq!(resent.status, 409);
-    assert_eq!(resent.outcome_codes(), ("duplicate".to_owned(), "REC_CONFLICT".to_owned()));
+    assert_eq!(
+        resent.outcome_codes(),
+        ("duplicate".to_owned(), "REC_CONFLICT".to_owned())
+    );
 
-    assert_eventually!(20, "the referral is delivered", world.scheme.accepted().len() == 1);
+    assert_eventually!(
+        20,
+        "the referral is delivered",
+        world.scheme.accepted().len() == 1
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(world.scheme.received().len(), 1, "exactly one delivery reached the scheme");
-    let r = c.get(&format!("{}/ServiceRequest?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018", gw.fhir)).await.unwrap();
+    assert_eq!(
+        world.scheme.received().len(),
+        1,
+        "exactly one delivery reached the scheme"
+    );
+    let r = c
+        .get(&format!(
+            "{}/ServiceRequest?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018",
+            gw.fhir
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.body["total"], 1, "one referral in the ledger");
-    assert_eq!(steps(c, &gw.fhir, &referral).await.iter().filter(|s| *s == "received").count(), 1);
+    assert_eq!(
+        steps(c, &gw.fhir, &referral)
+            .await
+            .iter()
+            .filter(|s| *s == "received")
+            .count(),
+        1
+    );
     gw.stop().await;
 }
 
@@ -43,15 +79,40 @@ async fn a_replayed_scheme_update_changes_the_status_once() {
     let world = World::new(None).await;
     let gw = Gateway::start(|addr| world.settings(addr)).await;
     let c = &world.client;
-    let (r, _, cid) = crate::helpers::post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
+    let (r, _, cid) =
+        crate::helpers::post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
     let referral = referral_id(&r.body);
     assert_eventually!(20, "delivered", world.scheme.accepted().len() == 1);
-    let bundle_id = world.scheme.accepted()[0].body["id"].as_str().unwrap().to_owned();
-    let accepted = signpost_tests::messages::scheme_response(&bundle_id, "accepted", None, None).to_string().into_bytes();
+    let bundle_id = world.scheme.accepted()[0].body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let accepted = signpost_tests::messages::scheme_response(&bundle_id, "accepted", None, None)
+        .to_string()
+        .into_bytes();
     let rid = new_id();
-    assert_eq!(c.process_message(&gw.fhir, &rid, &cid, accepted.clone()).await.unwrap().status, 200);
-    let again = c.process_message(&gw.fhir, &rid, &cid, accepted).await.unwrap();
-    assert_eq!(again.outcome_codes(), ("duplicate".to_owned(), "REC_CONFLICT".to_owned()));
-    assert_eq!(steps(c, &gw.fhir, &referral).await.iter().filter(|s| *s == "accepted").count(), 1);
+    assert_eq!(
+        c.process_message(&gw.fhir, &rid, &cid, accepted.clone())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let again = c
+        .process_message(&gw.fhir, &rid, &cid, accepted)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.outcome_codes(),
+        ("duplicate".to_owned(), "REC_CONFLICT".to_owned())
+    );
+    assert_eq!(
+        steps(c, &gw.fhir, &referral)
+            .await
+            .iter()
+            .filter(|s| *s == "accepted")
+            .count(),
+        1
+    );
     gw.stop().await;
 }

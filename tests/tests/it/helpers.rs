@@ -57,11 +57,19 @@ impl World {
         init_tracing();
         let vhost = Vhost::create("signpost-it").expect("a vhost of our own");
         let dir = TempDir::new("signpost-it");
-        let scheme = StandinScheme::start(bind().await, scheme_works_for, Duration::from_millis(50)).await;
+        let scheme =
+            StandinScheme::start(bind().await, scheme_works_for, Duration::from_millis(50)).await;
         let gp = StandinGp::start(bind().await).await;
         let directory = standin::directory(&scheme.base_url, &gp.base_url);
-        std::fs::write(dir.path().join("directory.json"), directory.to_string()).expect("directory file");
-        World { vhost, dir, scheme, gp, client: Client::new() }
+        std::fs::write(dir.path().join("directory.json"), directory.to_string())
+            .expect("directory file");
+        World {
+            vhost,
+            dir,
+            scheme,
+            gp,
+            client: Client::new(),
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -82,7 +90,9 @@ impl World {
 }
 
 pub async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind loopback")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback")
 }
 
 /// A gateway with its adapters (`signpost run`) in this process.
@@ -95,12 +105,28 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(settings_for: impl FnOnce(SocketAddr) -> Settings) -> Self {
-        let listener = bind().await;
+        Self::start_on(bind().await, settings_for).await
+    }
+
+    /// Start on a listener bound earlier (when others need the address first).
+    pub async fn start_on(
+        listener: TcpListener,
+        settings_for: impl FnOnce(SocketAddr) -> Settings,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let settings = settings_for(addr);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(signpost_gateway::app::run(listener, settings, shutdown.clone()));
-        let gw = Gateway { base: format!("http://{addr}"), fhir: format!("http://{addr}/fhir"), shutdown, task: Some(task) };
+        let task = tokio::spawn(signpost_gateway::app::run(
+            listener,
+            settings,
+            shutdown.clone(),
+        ));
+        let gw = Gateway {
+            base: format!("http://{addr}"),
+            fhir: format!("http://{addr}/fhir"),
+            shutdown,
+            task: Some(task),
+        };
         gw.wait_ready().await;
         gw
     }
@@ -117,7 +143,10 @@ impl Gateway {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
             let r = tokio::time::timeout(Duration::from_secs(20), t).await;
-            assert!(matches!(r, Ok(Ok(Ok(())))), "the gateway stops cleanly: {r:?}");
+            assert!(
+                matches!(r, Ok(Ok(Ok(())))),
+                "the gateway stops cleanly: {r:?}"
+            );
         }
     }
 }
@@ -151,10 +180,16 @@ impl Process {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e} (build it with cargo build --bins)", signpost_bin().display()));
-        Process { child, base: format!("http://127.0.0.1:{port}") }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (build it with cargo build --bins)",
+                signpost_bin().display()
+            )
+        });
+        Process {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     pub async fn wait_for(&self, path: &str) {
@@ -216,6 +251,11 @@ pub async fn steps(client: &Client, fhir: &str, referral: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| e["flag"]["coding"][0]["code"].as_str().unwrap_or("").to_owned())
+        .map(|e| {
+            e["flag"]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect()
 }
