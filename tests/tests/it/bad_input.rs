@@ -75,7 +75,8 @@ async fn headers_and_media_types_are_enforced_with_rec_codes() {
     let url = format!("{}/$process-message", gw.fhir);
     let body = read_fixture("gp-system/referral-new.json");
     let (rid, cid) = (new_id(), new_id());
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "wrong Content-Type",
             vec![

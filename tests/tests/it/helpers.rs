@@ -77,11 +77,13 @@ impl World {
     }
 
     pub fn settings(&self, listen: SocketAddr) -> Settings {
-        let mut s = Settings::default();
-        s.listen = listen;
-        s.amqp_url = Secret::new(self.vhost.amqp_url());
-        s.database_url = Secret::new(self.database_url());
-        s.directory = self.dir.path().join("directory.json");
+        let mut s = Settings {
+            listen,
+            amqp_url: Secret::new(self.vhost.amqp_url()),
+            database_url: Secret::new(self.database_url()),
+            directory: self.dir.path().join("directory.json"),
+            ..Settings::default()
+        };
         s.delivery.timeout_ms = 2_000;
         s.delivery.retry_delays_ms = vec![200, 400];
         s.delivery.retry_horizon_s = 600;

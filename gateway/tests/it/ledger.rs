@@ -1,0 +1,128 @@
+//! The ledger's contract, run against both stores it supports: an SQLite file and a PostgreSQL
+//! database (created for the test and dropped after).
+
+use serde_json::json;
+use signpost_gateway::store::{OutboxRow, ReferralRow, Store, StoreError};
+use sqlx::Executor;
+
+fn referral(id: &str, source_bundle: &str) -> ReferralRow {
+    ReferralRow {
+        id: id.to_owned(),
+        task_id: format!("task-{id}"),
+        source_bundle_id: source_bundle.to_owned(),
+        message_bundle_id: format!("msg-{id}"),
+        correlation_id: "corr".to_owned(),
+        practice_ods: "A81001".to_owned(),
+        scheme_id: "scheme".to_owned(),
+        scheme_endpoint: "scheme-ep".to_owned(),
+        nhs_number: "9990000018".to_owned(),
+        sr_status: "active".to_owned(),
+        task_status: "requested".to_owned(),
+        service_request: json!({"resourceType": "ServiceRequest", "id": id}),
+        task: json!({"resourceType": "Task", "status": "requested"}),
+        version: 1,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+async fn contract(store: Store) {
+    // A referral, its request answer, a step and an outbox row commit together.
+    let mut tx = store.begin().await.unwrap();
+    tx.record_request("req-1", 200, "{}").await.unwrap();
+    tx.insert_referral(&referral("r1", "b1")).await.unwrap();
+    tx.add_step("r1", "received", "in").await.unwrap();
+    tx.add_step("r1", "queued", "out").await.unwrap();
+    tx.add_outbox(&OutboxRow {
+        id: "m1".into(),
+        exchange: "sp.referrals".into(),
+        routing_key: "scheme-ep".into(),
+        referral_id: "r1".into(),
+        label: "referral".into(),
+        envelope: "{}".into(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Nothing from a rolled-back transaction remains.
+    let mut tx = store.begin().await.unwrap();
+    tx.record_request("req-2", 200, "{}").await.unwrap();
+    tx.insert_referral(&referral("r2", "b2")).await.unwrap();
+    drop(tx);
+    assert!(store.referral("r2").await.unwrap().is_none());
+    assert!(store.request_answer("req-2").await.unwrap().is_none());
+
+    // A request id or a source Bundle id seen before is a duplicate.
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(tx.record_request("req-1", 200, "{}").await, Err(StoreError::Duplicate)));
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(tx.insert_referral(&referral("r3", "b1")).await, Err(StoreError::Duplicate)));
+    drop(tx);
+    assert_eq!(store.request_answer("req-1").await.unwrap(), Some((200, "{}".to_owned())));
+
+    // Reads.
+    let r = store.referral("r1").await.unwrap().unwrap();
+    assert_eq!(r, referral("r1", "b1"));
+    assert_eq!(store.referral_by_task("task-r1").await.unwrap().unwrap().id, "r1");
+    assert_eq!(store.referral_by_message_bundle("msg-r1").await.unwrap().unwrap().id, "r1");
+    assert_eq!(store.referrals_for_nhs_number("9990000018").await.unwrap().len(), 1);
+    let steps: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|s| s.step).collect();
+    assert_eq!(steps, ["received", "queued"]);
+
+    // Optimistic update: the second writer at the same version loses.
+    let mut changed = r.clone();
+    changed.version = 2;
+    changed.task_status = "accepted".into();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.update_referral(&changed, 1).await.unwrap());
+    assert!(!tx.update_referral(&changed, 1).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().task_status, "accepted");
+
+    // Outbox: unsent until marked; marking twice is a no-op.
+    assert_eq!(store.unsent(10).await.unwrap().len(), 1);
+    assert_eq!(store.outbox_label("m1").await.unwrap().as_deref(), Some("referral"));
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.mark_sent("m1").await.unwrap());
+    assert!(!tx.mark_sent("m1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(store.unsent_count().await.unwrap(), 0);
+
+    // Inbox: a bus message id is processed once.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.record_inbox("e1").await.unwrap());
+    assert!(!tx.record_inbox("e1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(store.ping().await);
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_its_contract_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("signpost-ledger-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display())).await.unwrap();
+    contract(store).await;
+    // Reopening finds the schema and the data.
+    let again = Store::connect(&format!("sqlite://{}/ledger.db", dir.display())).await.unwrap();
+    assert!(again.referral("r1").await.unwrap().is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_its_contract_on_postgresql() {
+    let admin_url = std::env::var("SIGNPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url).await.expect("PostgreSQL on SIGNPOST_TEST_POSTGRES_URL");
+    let name = format!("signpost_test_{}", uuid::Uuid::new_v4().simple());
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("SIGNPOST_TEST_POSTGRES_URL needs a database path"),
+    };
+    let store = Store::connect(&url).await.unwrap();
+    contract(store.clone()).await;
+    drop(store);
+    admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+}
