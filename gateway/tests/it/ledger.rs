@@ -55,20 +55,53 @@ async fn contract(store: Store) {
 
     // A request id or a source Bundle id seen before is a duplicate.
     let mut tx = store.begin().await.unwrap();
-    assert!(matches!(tx.record_request("req-1", 200, "{}").await, Err(StoreError::Duplicate)));
+    assert!(matches!(
+        tx.record_request("req-1", 200, "{}").await,
+        Err(StoreError::Duplicate)
+    ));
     drop(tx);
     let mut tx = store.begin().await.unwrap();
-    assert!(matches!(tx.insert_referral(&referral("r3", "b1")).await, Err(StoreError::Duplicate)));
+    assert!(matches!(
+        tx.insert_referral(&referral("r3", "b1")).await,
+        Err(StoreError::Duplicate)
+    ));
     drop(tx);
-    assert_eq!(store.request_answer("req-1").await.unwrap(), Some((200, "{}".to_owned())));
+    assert_eq!(
+        store.request_answer("req-1").await.unwrap(),
+        Some((200, "{}".to_owned()))
+    );
 
     // Reads.
     let r = store.referral("r1").await.unwrap().unwrap();
     assert_eq!(r, referral("r1", "b1"));
-    assert_eq!(store.referral_by_task("task-r1").await.unwrap().unwrap().id, "r1");
-    assert_eq!(store.referral_by_message_bundle("msg-r1").await.unwrap().unwrap().id, "r1");
-    assert_eq!(store.referrals_for_nhs_number("9990000018").await.unwrap().len(), 1);
-    let steps: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|s| s.step).collect();
+    assert_eq!(
+        store.referral_by_task("task-r1").await.unwrap().unwrap().id,
+        "r1"
+    );
+    assert_eq!(
+        store
+            .referral_by_message_bundle("msg-r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    assert_eq!(
+        store
+            .referrals_for_nhs_number("9990000018")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let steps: Vec<String> = store
+        .timeline("r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.step)
+        .collect();
     assert_eq!(steps, ["received", "queued"]);
 
     // Optimistic update: the second writer at the same version loses.
@@ -79,11 +112,17 @@ async fn contract(store: Store) {
     assert!(tx.update_referral(&changed, 1).await.unwrap());
     assert!(!tx.update_referral(&changed, 1).await.unwrap());
     tx.commit().await.unwrap();
-    assert_eq!(store.referral("r1").await.unwrap().unwrap().task_status, "accepted");
+    assert_eq!(
+        store.referral("r1").await.unwrap().unwrap().task_status,
+        "accepted"
+    );
 
     // Outbox: unsent until marked; marking twice is a no-op.
     assert_eq!(store.unsent(10).await.unwrap().len(), 1);
-    assert_eq!(store.outbox_label("m1").await.unwrap().as_deref(), Some("referral"));
+    assert_eq!(
+        store.outbox_label("m1").await.unwrap().as_deref(),
+        Some("referral")
+    );
     let mut tx = store.begin().await.unwrap();
     assert!(tx.mark_sent("m1").await.unwrap());
     assert!(!tx.mark_sent("m1").await.unwrap());
@@ -100,23 +139,34 @@ async fn contract(store: Store) {
 
 #[tokio::test]
 async fn the_ledger_keeps_its_contract_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("signpost-ledger-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("signpost-ledger-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display())).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
     contract(store).await;
     // Reopening finds the schema and the data.
-    let again = Store::connect(&format!("sqlite://{}/ledger.db", dir.display())).await.unwrap();
+    let again = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
     assert!(again.referral("r1").await.unwrap().is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn the_ledger_keeps_its_contract_on_postgresql() {
-    let admin_url = std::env::var("SIGNPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin_url = std::env::var("SIGNPOST_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&admin_url).await.expect("PostgreSQL on SIGNPOST_TEST_POSTGRES_URL");
+    let admin = sqlx::AnyPool::connect(&admin_url)
+        .await
+        .expect("PostgreSQL on SIGNPOST_TEST_POSTGRES_URL");
     let name = format!("signpost_test_{}", uuid::Uuid::new_v4().simple());
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("SIGNPOST_TEST_POSTGRES_URL needs a database path"),
@@ -124,5 +174,8 @@ async fn the_ledger_keeps_its_contract_on_postgresql() {
     let store = Store::connect(&url).await.unwrap();
     contract(store.clone()).await;
     drop(store);
-    admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }
