@@ -287,6 +287,7 @@ where
         traceparent: headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
+            .filter(|t| is_traceparent(t))
             .map(str::to_owned),
     };
     check_content_type(headers)?;
@@ -397,6 +398,23 @@ async fn search_tasks(api: &Api, query: &str) -> Answer {
     ))
 }
 
+/// Whether `t` is a W3C `traceparent` (version 00): a malformed one is replaced, not passed on.
+fn is_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1] != "0".repeat(32)
+        && parts[2] != "0".repeat(16)
+}
+
 /// The first value of a query parameter, percent-decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
@@ -435,6 +453,20 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_well_formed_trace_contexts_are_passed_on() {
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent("garbage"));
+    }
 
     #[test]
     fn query_parameters_are_percent_decoded() {
