@@ -126,6 +126,7 @@ pub async fn run_gateway(
     });
     tracing::info!(listen = %local, "gateway listening");
     crate::server::serve(listener, api, shutdown).await;
+    tracing::info!("HTTP stopped; draining the outbox");
     // Requests have finished: let the relay publish what they committed, then stop it.
     relay_stop.cancel();
     let _ = relay.await;

@@ -48,7 +48,7 @@ impl Relay {
                 Ok(p) => p,
                 Err(error) => {
                     tracing::error!(%error, "relay: cannot prepare the broker");
-                    let _ = conn.close(200, "retry".into()).await;
+                    amqp::close(&conn, "retry").await;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = shutdown.cancelled() => return,
@@ -59,7 +59,7 @@ impl Relay {
             tracing::info!("relay: connected");
             let stopped = self.pump(&publisher, &shutdown).await;
             self.broker_up.store(false, Ordering::Relaxed);
-            let _ = conn.close(200, "bye".into()).await;
+            amqp::close(&conn, "bye").await;
             if stopped {
                 return;
             }

@@ -38,3 +38,16 @@ pub async fn connect_with_backoff(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// How long a polite close may take before we stop waiting for the broker's close-ok.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Close a connection, waiting at most a moment for the broker (it may be gone).
+pub async fn close(conn: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, reason.into())).await;
+}
+
+/// Close a channel, waiting at most a moment for the broker.
+pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, reason.into())).await;
+}

@@ -150,7 +150,8 @@ pub async fn consume_queue(
             tracing::warn!(error = %e, queue, "delivery left unacknowledged");
         }
     }
-    let _ = channel.close(200, "bye".into()).await;
+    crate::amqp::close_channel(&channel, "bye").await;
+    tracing::debug!(queue, "stopped consuming");
     result
 }
 
@@ -340,7 +341,7 @@ pub async fn supervise(
         let declared = async {
             let channel = conn.create_channel().await?;
             topology::declare(&channel, &spec).await?;
-            let _ = channel.close(200, "declared".into()).await;
+            crate::amqp::close_channel(&channel, "declared").await;
             Ok::<_, BusError>(())
         }
         .await;
@@ -367,7 +368,7 @@ pub async fn supervise(
             while consumers.join_next().await.is_some() {}
             backoff = Duration::from_millis(200);
         }
-        let _ = conn.close(200, "reconnecting".into()).await;
+        crate::amqp::close(&conn, "reconnecting").await;
         if shutdown.is_cancelled() {
             return;
         }

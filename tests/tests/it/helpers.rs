@@ -144,7 +144,7 @@ impl Gateway {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
-            let r = tokio::time::timeout(Duration::from_secs(20), t).await;
+            let r = tokio::time::timeout(Duration::from_secs(40), t).await;
             assert!(
                 matches!(r, Ok(Ok(Ok(())))),
                 "the gateway stops cleanly: {r:?}"
