@@ -16,6 +16,7 @@ pub struct Client {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Value,
 }
@@ -50,6 +51,15 @@ impl Client {
         }
     }
 
+    /// A client that speaks HTTP/2 only (prior knowledge, cleartext).
+    pub fn http2() -> Self {
+        Client {
+            inner: HyperClient::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
     pub async fn send(
         &self,
         method: &str,
@@ -70,6 +80,7 @@ impl Client {
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
+        let version = resp.version();
         let headers = resp.headers().clone();
         let bytes = resp
             .into_body()
@@ -80,6 +91,7 @@ impl Client {
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Reply {
             status,
+            version,
             headers,
             body,
         })

@@ -282,6 +282,81 @@ mod tests {
         assert_eq!(header_i64(&p, H_ATTEMPT), Some(0));
     }
 
+    fn schema() -> jsonschema::Validator {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../envelope.schema.json")).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    #[test]
+    fn the_documented_schema_accepts_what_the_bus_sends() {
+        let v = schema();
+        let referral = Envelope::new(
+            Kind::ReferralMessage,
+            uuid::Uuid::new_v4().to_string(),
+            "r-1",
+            "scheme-a",
+            None,
+            serde_json::json!({"resourceType": "Bundle", "type": "message"}),
+        );
+        let referral = serde_json::to_value(&referral).unwrap();
+        assert!(
+            v.is_valid(&referral),
+            "{:?}",
+            v.iter_errors(&referral)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+        let report = DeliveryReport {
+            about: Uuid::new_v4(),
+            about_kind: Kind::LetterFiling,
+            outcome: ReportOutcome::Parked,
+            attempt: 3,
+            detail: "refused with HTTP 400".into(),
+            at: now_rfc3339(),
+        };
+        let report = Envelope::new(
+            Kind::DeliveryReport,
+            "c",
+            "r",
+            "gp-1",
+            None,
+            serde_json::to_value(&report).unwrap(),
+        );
+        let report = serde_json::to_value(&report).unwrap();
+        assert!(
+            v.is_valid(&report),
+            "{:?}",
+            v.iter_errors(&report)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_documented_schema_refuses_what_the_bus_would_refuse() {
+        let v = schema();
+        let good = serde_json::to_value(Envelope::new(
+            Kind::LetterFiling,
+            "c",
+            "r",
+            "t",
+            None,
+            serde_json::json!({}),
+        ))
+        .unwrap();
+        let mut wrong_kind = good.clone();
+        wrong_kind["kind"] = "referral".into();
+        assert!(!v.is_valid(&wrong_kind));
+        assert!(Envelope::from_bytes(wrong_kind.to_string().as_bytes()).is_err());
+        let mut wrong_version = good.clone();
+        wrong_version["schema_version"] = 2.into();
+        assert!(!v.is_valid(&wrong_version));
+        let mut report_without_payload = good;
+        report_without_payload["kind"] = "delivery-report".into();
+        assert!(!v.is_valid(&report_without_payload));
+    }
+
     #[test]
     fn a_traceparent_has_the_w3c_shape() {
         let t = new_traceparent();

@@ -11,6 +11,17 @@ async fn referrals_tasks_and_the_directory_read_back_through_the_fhir_api() {
 
     let meta = c.get(&format!("{}/metadata", gw.fhir)).await.unwrap();
     assert_eq!(meta.body["resourceType"], "CapabilityStatement");
+    assert_eq!(meta.version, http::Version::HTTP_11);
+    let h2 = signpost_tests::client::Client::http2()
+        .get(&format!("{}/metadata", gw.fhir))
+        .await
+        .unwrap();
+    assert_eq!(
+        (h2.status.as_u16(), h2.version),
+        (200, http::Version::HTTP_2),
+        "HTTP/2 is served too"
+    );
+    assert_eq!(h2.body["resourceType"], "CapabilityStatement");
     let defs: Vec<&str> = meta.body["messaging"][0]["supportedMessage"]
         .as_array()
         .unwrap()
