@@ -145,7 +145,7 @@ impl ApiError {
     /// 500, logging `cause` (with its chain) under an id the caller sees.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         let id = uuid::Uuid::new_v4();
-        tracing::error!(error_id = %id, error = %chain(cause), "internal error");
+        tracing::error!(error_id = %id, error = %signpost_bus::http::error_chain(cause), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "exception",
@@ -210,18 +210,6 @@ fn rec_display(code: &str) -> &'static str {
         "REC_SERVICE_UNAVAILABLE" => "503: The service is unavailable.",
         _ => "",
     }
-}
-
-/// An error with its sources, `a: b: c`.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -28,6 +28,17 @@ pub fn referral_facts(message: &Value) -> (String, String) {
     (id, nhs)
 }
 
+/// The referral (ServiceRequest) id in the gateway's answer to a referral message.
+pub fn referral_id(answer: &Value) -> Option<String> {
+    answer["entry"]
+        .as_array()?
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "ServiceRequest")
+        .and_then(|r| r["id"].as_str())
+        .map(str::to_owned)
+}
+
 /// A `servicerequest-response` about the referral message `about_bundle_id`, with a Task in
 /// `status` (and a reason when given) and, optionally, a letter.
 pub fn scheme_response(

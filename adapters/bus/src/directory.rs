@@ -344,6 +344,22 @@ impl Directory {
         ids
     }
 
+    /// One `(work queue, handler)` pair per endpoint of `kind`, for an adapter to consume.
+    pub fn queues_for(
+        &self,
+        kind: EndpointKind,
+        handler: std::sync::Arc<dyn crate::Handler>,
+    ) -> Vec<(String, std::sync::Arc<dyn crate::Handler>)> {
+        let side = match kind {
+            EndpointKind::FhirMessaging => crate::topology::Side::Referrals,
+            EndpointKind::FhirRest => crate::topology::Side::Records,
+        };
+        self.targets(kind)
+            .into_iter()
+            .map(|t| (crate::topology::queue(side, &t), handler.clone()))
+            .collect()
+    }
+
     /// Resources of one type, as loaded.
     pub fn resources<'a>(&'a self, resource_type: &'a str) -> impl Iterator<Item = &'a Value> {
         self.resources

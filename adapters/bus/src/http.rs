@@ -92,7 +92,8 @@ impl HttpClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use signpost_bus::consume::HandlerFuture;
 use signpost_bus::directory::EndpointKind;
 use signpost_bus::http::{self, HttpClient};
-use signpost_bus::topology::{self, Side};
 use signpost_bus::{Directory, Envelope, Handler, Outcome};
 
 /// The adapter's name in `signpost adapter NAME` and in settings.
@@ -28,12 +27,8 @@ impl LetterFiling {
 
     /// One `(queue, handler)` pair per GP system endpoint in the directory.
     pub fn queues(self) -> Vec<(String, Arc<dyn Handler>)> {
-        let targets = self.directory.targets(EndpointKind::FhirRest);
-        let handler: Arc<dyn Handler> = Arc::new(self);
-        targets
-            .into_iter()
-            .map(|t| (topology::queue(Side::Records, &t), handler.clone()))
-            .collect()
+        let directory = self.directory.clone();
+        directory.queues_for(EndpointKind::FhirRest, Arc::new(self))
     }
 
     async fn file(&self, envelope: &Envelope) -> Outcome {

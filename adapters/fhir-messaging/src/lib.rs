@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use signpost_bus::consume::HandlerFuture;
 use signpost_bus::directory::EndpointKind;
 use signpost_bus::http::{self, HttpClient};
-use signpost_bus::topology::{self, Side};
 use signpost_bus::{Directory, Envelope, Handler, Outcome};
 
 /// The adapter's name in `signpost adapter NAME` and in settings.
@@ -35,12 +34,8 @@ impl SchemeDelivery {
 
     /// One `(queue, handler)` pair per scheme endpoint in the directory.
     pub fn queues(self) -> Vec<(String, Arc<dyn Handler>)> {
-        let targets = self.directory.targets(EndpointKind::FhirMessaging);
-        let handler: Arc<dyn Handler> = Arc::new(self);
-        targets
-            .into_iter()
-            .map(|t| (topology::queue(Side::Referrals, &t), handler.clone()))
-            .collect()
+        let directory = self.directory.clone();
+        directory.queues_for(EndpointKind::FhirMessaging, Arc::new(self))
     }
 
     async fn deliver(&self, envelope: &Envelope) -> Outcome {

@@ -130,15 +130,7 @@ async fn drive(gateway: &str, listen: &str, gp: &StandinGp) -> Result<bool, Stri
         if r.status != 200 {
             return Err(format!("{f}: HTTP {} {}", r.status, r.body));
         }
-        let id = r.body["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| &e["resource"])
-            .find(|r| r["resourceType"] == "ServiceRequest")
-            .and_then(|r| r["id"].as_str())
-            .unwrap_or("")
-            .to_owned();
+        let id = signpost_tests::messages::referral_id(&r.body).unwrap_or_default();
         println!("GP system sent {f}: accepted as ServiceRequest/{id}");
         referrals.push((f, id));
     }

@@ -231,15 +231,8 @@ pub async fn post_fixture(client: &Client, fhir: &str, rel: &str) -> (Reply, Str
 
 /// The referral (ServiceRequest) id in a referral answer.
 pub fn referral_id(answer: &Value) -> String {
-    answer["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| &e["resource"])
-        .find(|r| r["resourceType"] == "ServiceRequest")
-        .and_then(|r| r["id"].as_str())
+    signpost_tests::messages::referral_id(answer)
         .expect("the answer carries the ServiceRequest with its id")
-        .to_owned()
 }
 
 /// The step codes of a referral's timeline.
