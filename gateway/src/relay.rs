@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lapin::types::ShortString;
 use signpost_bus::publish::{Outgoing, Publisher};
-use signpost_bus::{amqp, topology, Envelope};
+use signpost_bus::{amqp, topology, BusError, Envelope};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +92,9 @@ impl Relay {
         }
     }
 
-    /// Publish one batch of unsent rows; returns how many were sent.
+    /// Publish one batch of unsent rows; returns how many were handled. A row no queue is bound
+    /// for (its target left the directory) is set aside with a timeline step instead of blocking
+    /// every row behind it; a broker failure stops the batch for a reconnect.
     async fn publish_batch(
         &self,
         publisher: &Publisher,
@@ -101,27 +103,51 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let msgs: Vec<Outgoing<'_>> = rows.iter().map(outgoing).collect::<Result<_, _>>()?;
+        let mut set_aside: Vec<(&OutboxRow, String)> = Vec::new();
+        let mut publishable = Vec::with_capacity(rows.len());
+        let mut msgs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match outgoing(row) {
+                Ok(m) => {
+                    publishable.push(row);
+                    msgs.push(m);
+                }
+                Err(e) => set_aside.push((row, format!("the stored envelope is unreadable: {e}"))),
+            }
+        }
         let results = publisher.publish_all(&msgs).await;
-        let mut tx = self.store.begin().await?;
         let mut sent = 0;
         let mut failure = None;
-        for (row, result) in rows.iter().zip(results) {
+        let mut done = Vec::new();
+        for (row, result) in publishable.into_iter().zip(results) {
             match result {
-                Ok(()) => {
-                    tx.mark_sent(&row.id).await?;
-                    sent += 1;
-                }
+                Ok(()) => done.push(row),
+                Err(BusError::Unroutable { exchange, routing_key }) => set_aside.push((
+                    row,
+                    format!("no queue is bound on {exchange} for {routing_key}; the message is held in the ledger"),
+                )),
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        for row in &done {
+            tx.mark_sent(&row.id, None).await?;
+            sent += 1;
+        }
+        for (row, why) in &set_aside {
+            tracing::error!(referral = %row.referral_id, routing_key = %row.routing_key, "outbox row set aside");
+            if tx.mark_sent(&row.id, Some(why)).await? {
+                tx.add_step(&row.referral_id, &format!("{}-unroutable", row.label), why)
+                    .await?;
             }
         }
         tx.commit().await?;
         self.metrics.outbox_published.add(sent as u64);
         match failure {
             Some(e) => Err(Box::new(e)),
-            None => Ok(sent),
+            None => Ok(sent + set_aside.len()),
         }
     }
 }

@@ -97,7 +97,8 @@ const SCHEMA: &[&str] = &[
         label TEXT NOT NULL,
         envelope TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
-        sent_ms BIGINT
+        sent_ms BIGINT,
+        set_aside TEXT
     )",
     "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (sent_ms, seq)",
     "CREATE TABLE IF NOT EXISTS inbox (
@@ -511,13 +512,21 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Mark an outbox row published. `false` if it was already marked.
-    pub async fn mark_sent(&mut self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE outbox SET sent_ms = $1 WHERE id = $2 AND sent_ms IS NULL")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
+    /// Mark an outbox row done: published, or (with a reason) set aside as unpublishable.
+    /// `false` if it was already marked.
+    pub async fn mark_sent(
+        &mut self,
+        id: &str,
+        set_aside: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET sent_ms = $1, set_aside = $2 WHERE id = $3 AND sent_ms IS NULL",
+        )
+        .bind(now_ms())
+        .bind(set_aside)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -124,8 +124,8 @@ async fn contract(store: Store) {
         Some("referral")
     );
     let mut tx = store.begin().await.unwrap();
-    assert!(tx.mark_sent("m1").await.unwrap());
-    assert!(!tx.mark_sent("m1").await.unwrap());
+    assert!(tx.mark_sent("m1", None).await.unwrap());
+    assert!(!tx.mark_sent("m1", Some("late")).await.unwrap());
     tx.commit().await.unwrap();
     assert_eq!(store.unsent_count().await.unwrap(), 0);
 

@@ -9,4 +9,6 @@ mod crash_recovery;
 mod delivery;
 mod duplicates;
 mod loop_end_to_end;
+mod outbox;
 mod reads;
+mod scale_out;
