@@ -1,0 +1,468 @@
+//! Base FHIR R4 validation.
+//!
+//! The structure comes from HL7's R4 JSON Schema (`profiles/r4/fhir.schema.json`, see
+//! `profiles/r4/PROVENANCE.md`), loaded once into a registry; each resource type gets its own
+//! compiled validator. The schema's `ResourceList` (any resource, a `oneOf` over all 146 types)
+//! is replaced by "an object", and nested resources (Bundle entries, `contained`, Parameters) are
+//! validated on their own with their type's validator: exact, and far cheaper than trying every
+//! type.
+//!
+//! What the schema cannot say is checked here in Rust:
+//! - elements R4 requires that the schema leaves optional (primitives with `min = 1`, such as
+//!   `ServiceRequest.status` and `intent`, and `MessageHeader.event[x]`), accepting the
+//!   extension-only `_element` form;
+//! - Bundle invariants bdl-1..4, 7, 11, 12 (`total` and `search` only in search sets, `request`
+//!   and `response` only where they belong, unique `fullUrl`s, a document starts with a
+//!   Composition, a message with a MessageHeader);
+//! - dates are real calendar dates (`2021-02-30` matches the schema's pattern but is not a date);
+//! - a narrative has its `status` and `div`.
+
+use std::collections::{HashMap, HashSet};
+
+use jsonschema::{Draft, Registry, Validator};
+use serde_json::{json, Value};
+
+use crate::issue::Issue;
+use crate::path::{child, index, join};
+use crate::LoadError;
+
+const SCHEMA_URI: &str = "http://hl7.org/fhir/json-schema/4.0";
+
+pub struct Base {
+    validators: HashMap<String, Validator>,
+}
+
+/// R4 elements with `min = 1` that are primitives (or a choice), so the JSON Schema does not
+/// require them. Each entry: resource type, then its required elements (`a|b` means one of).
+const REQUIRED_PRIMITIVES: &[(&str, &[&str])] = &[
+    ("Bundle", &["type"]),
+    ("MessageHeader", &["eventCoding|eventUri"]),
+    ("ServiceRequest", &["status", "intent"]),
+    ("Task", &["status", "intent"]),
+    ("Composition", &["status", "date", "title"]),
+    ("DocumentReference", &["status"]),
+    ("Observation", &["status"]),
+    ("Encounter", &["status"]),
+    ("Consent", &["status"]),
+    ("CarePlan", &["status", "intent"]),
+    ("Communication", &["status"]),
+    ("CommunicationRequest", &["status"]),
+    ("Procedure", &["status"]),
+    ("QuestionnaireResponse", &["status"]),
+    ("Questionnaire", &["status"]),
+    ("Endpoint", &["status", "address"]),
+    ("List", &["status", "mode"]),
+    ("AuditEvent", &["recorded"]),
+    ("Appointment", &["status"]),
+    ("MedicationStatement", &["status"]),
+    ("MedicationRequest", &["status", "intent"]),
+    ("Flag", &["status"]),
+    ("Goal", &["lifecycleStatus"]),
+    ("EpisodeOfCare", &["status"]),
+    ("DiagnosticReport", &["status"]),
+    ("Immunization", &["status"]),
+    ("CodeSystem", &["status", "content"]),
+    ("ValueSet", &["status"]),
+    (
+        "CapabilityStatement",
+        &["status", "date", "kind", "fhirVersion"],
+    ),
+    (
+        "OperationDefinition",
+        &[
+            "name", "status", "kind", "code", "system", "type", "instance",
+        ],
+    ),
+    (
+        "StructureDefinition",
+        &["url", "name", "status", "kind", "abstract", "type"],
+    ),
+    (
+        "SearchParameter",
+        &["url", "name", "status", "description", "code", "type"],
+    ),
+    (
+        "MessageDefinition",
+        &["status", "date", "eventCoding|eventUri"],
+    ),
+];
+
+impl Base {
+    pub fn load() -> Result<Self, LoadError> {
+        let err = |e: &dyn std::fmt::Display| LoadError::Schema("R4 base".into(), e.to_string());
+        let mut schema: Value =
+            serde_json::from_str(include_str!("../r4/fhir.schema.json")).map_err(|e| err(&e))?;
+        let types: Vec<String> = schema
+            .pointer("/discriminator/mapping")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if types.is_empty() {
+            return Err(err(&"the schema lists no resource types"));
+        }
+        // Nested resources are validated on their own (see the module docs).
+        schema["definitions"]["ResourceList"] = json!({"type": "object"});
+        if let Some(o) = schema.as_object_mut() {
+            o.remove("oneOf");
+            o.remove("discriminator");
+        }
+        for (def, format) in [
+            ("date", "fhir-date"),
+            ("dateTime", "fhir-date"),
+            ("instant", "fhir-date"),
+        ] {
+            schema["definitions"][def]["format"] = json!(format);
+        }
+        let registry = Registry::new()
+            .draft(Draft::Draft6)
+            .add(SCHEMA_URI, schema)
+            .and_then(|b| b.prepare())
+            .map_err(|e| err(&e))?;
+        let build = |ty: &String| -> Result<(String, Validator), LoadError> {
+            let root = json!({"$ref": format!("{SCHEMA_URI}#/definitions/{ty}")});
+            let v = jsonschema::options()
+                .with_draft(Draft::Draft6)
+                .with_registry(&registry)
+                .with_format("fhir-date", real_calendar_date)
+                .should_validate_formats(true)
+                .build(&root)
+                .map_err(|e| LoadError::Schema(ty.clone(), e.to_string()))?;
+            Ok((ty.clone(), v))
+        };
+        // Two threads halve start-up on a 2-core machine.
+        let (left, right) = types.split_at(types.len() / 2);
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| left.iter().map(build).collect::<Result<Vec<_>, _>>());
+            let b = right.iter().map(build).collect::<Result<Vec<_>, _>>();
+            (h.join(), b)
+        });
+        let a = a.map_err(|_| err(&"a schema-compiling thread panicked"))??;
+        let validators = a.into_iter().chain(b?).collect();
+        Ok(Base { validators })
+    }
+
+    /// Every base R4 problem in `resource` and the resources nested in it.
+    pub fn validate(&self, resource: &Value) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        let ty = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        self.walk(resource, ty, &mut issues);
+        issues
+    }
+
+    fn walk(&self, resource: &Value, expr: &str, issues: &mut Vec<Issue>) {
+        let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
+            issues.push(Issue::structure(
+                "structure",
+                expr,
+                "A resource needs a resourceType",
+            ));
+            return;
+        };
+        let Some(validator) = self.validators.get(ty) else {
+            issues.push(Issue::structure(
+                "structure",
+                child(expr, "resourceType"),
+                format!(
+                    "'{}' is not an R4 resource type",
+                    ty.chars().take(64).collect::<String>()
+                ),
+            ));
+            return;
+        };
+        for e in validator.iter_errors(resource) {
+            let (code, diagnostics) = describe(&e);
+            issues.push(Issue::structure(
+                code,
+                join(expr, &e.instance_path().to_string()),
+                diagnostics,
+            ));
+        }
+        required_primitives(ty, resource, expr, issues);
+        narrative(resource, expr, issues);
+        if ty == "Bundle" {
+            bundle_invariants(resource, expr, issues);
+        }
+        // Nested resources.
+        for (i, c) in resource
+            .get("contained")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            self.walk(c, &index(&child(expr, "contained"), i), issues);
+        }
+        if ty == "Bundle" {
+            for (i, e) in resource
+                .get("entry")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if let Some(r) = e.get("resource").filter(|r| r.is_object()) {
+                    self.walk(
+                        r,
+                        &child(&index(&child(expr, "entry"), i), "resource"),
+                        issues,
+                    );
+                }
+                if let Some(r) = e.pointer("/response/outcome").filter(|r| r.is_object()) {
+                    self.walk(
+                        r,
+                        &child(&index(&child(expr, "entry"), i), "response.outcome"),
+                        issues,
+                    );
+                }
+            }
+        }
+        if ty == "Parameters" {
+            self.parameters(resource.get("parameter"), &child(expr, "parameter"), issues);
+        }
+    }
+
+    fn parameters(&self, params: Option<&Value>, expr: &str, issues: &mut Vec<Issue>) {
+        for (i, p) in params
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = index(expr, i);
+            if let Some(r) = p.get("resource").filter(|r| r.is_object()) {
+                self.walk(r, &child(&at, "resource"), issues);
+            }
+            self.parameters(p.get("part"), &child(&at, "part"), issues);
+        }
+    }
+}
+
+/// An issue code and a sentence for a schema error, never quoting the instance's value.
+fn describe(e: &jsonschema::ValidationError<'_>) -> (&'static str, String) {
+    use jsonschema::error::ValidationErrorKind as K;
+    match e.kind() {
+        K::Required { property } => ("required", format!("Missing required element {property}")),
+        K::AdditionalProperties { unexpected } => (
+            "structure",
+            format!("Unknown element(s): {}", unexpected.join(", ")),
+        ),
+        K::Type { kind } => (
+            "structure",
+            format!("Wrong JSON type; expected {kind:?}")
+                .replace("Single(", "")
+                .replace(')', ""),
+        ),
+        K::Pattern { .. } => (
+            "value",
+            "The value does not have the format this FHIR data type requires".to_owned(),
+        ),
+        K::Format { .. } => ("value", "The value is not a real calendar date".to_owned()),
+        K::Enum { options } => (
+            "code-invalid",
+            format!(
+                "The code is not one of the allowed codes: {}",
+                short(options)
+            ),
+        ),
+        K::Constant { expected_value } => (
+            "value",
+            format!("The value must be {}", short(expected_value)),
+        ),
+        K::MinItems { limit } => ("required", format!("At least {limit} item(s) are required")),
+        K::MinLength { .. } => ("value", "The value is too short".to_owned()),
+        K::MaxLength { .. } => ("value", "The value is too long".to_owned()),
+        _ => ("invalid", e.masked().to_string()),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 200 {
+        format!(
+            "{}...",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 200)
+                .last()
+                .map(|(i, _)| i)
+                .unwrap_or(0)]
+        )
+    } else {
+        s
+    }
+}
+
+fn present(resource: &Value, element: &str) -> bool {
+    resource.get(element).is_some_and(|v| !v.is_null())
+        || resource
+            .get(format!("_{element}"))
+            .is_some_and(|v| !v.is_null())
+}
+
+fn required_primitives(ty: &str, resource: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    let Some((_, required)) = REQUIRED_PRIMITIVES.iter().find(|(t, _)| *t == ty) else {
+        return;
+    };
+    for r in *required {
+        if !r.split('|').any(|alt| present(resource, alt)) {
+            let name = r.split('|').next().unwrap_or(r);
+            let what = if r.contains('|') {
+                format!(
+                    "{ty}.{} (one of {})",
+                    name.trim_end_matches("Coding").trim_end_matches("Uri"),
+                    r.replace('|', ", ")
+                )
+            } else {
+                format!("{ty}.{r}")
+            };
+            issues.push(Issue::structure(
+                "required",
+                child(expr, name),
+                format!("{what} is required in R4"),
+            ));
+        }
+    }
+}
+
+fn narrative(resource: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    if let Some(text) = resource.get("text").filter(|t| t.is_object()) {
+        for e in ["status", "div"] {
+            if text.get(e).is_none() {
+                issues.push(Issue::structure(
+                    "required",
+                    child(&child(expr, "text"), e),
+                    format!("Narrative.{e} is required in R4"),
+                ));
+            }
+        }
+    }
+}
+
+fn bundle_invariants(bundle: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    let ty = bundle.get("type").and_then(Value::as_str).unwrap_or("");
+    let entries: Vec<&Value> = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if bundle.get("total").is_some() && !matches!(ty, "searchset" | "history") {
+        issues.push(Issue::structure(
+            "invariant",
+            child(expr, "total"),
+            "bdl-1: total only when the Bundle is a search set or a history",
+        ));
+    }
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let at = index(&child(expr, "entry"), i);
+        if e.get("search").is_some() && ty != "searchset" {
+            issues.push(Issue::structure(
+                "invariant",
+                child(&at, "search"),
+                "bdl-2: entry.search only when the Bundle is a search set",
+            ));
+        }
+        if e.get("request").is_some() && !matches!(ty, "batch" | "transaction" | "history") {
+            issues.push(Issue::structure(
+                "invariant",
+                child(&at, "request"),
+                "bdl-3: entry.request only for a batch, transaction or history",
+            ));
+        }
+        if e.get("response").is_some()
+            && !matches!(ty, "batch-response" | "transaction-response" | "history")
+        {
+            issues.push(Issue::structure(
+                "invariant",
+                child(&at, "response"),
+                "bdl-4: entry.response only for a batch-response, transaction-response or history",
+            ));
+        }
+        if e.get("resource").is_none() && e.get("request").is_none() && e.get("response").is_none()
+        {
+            issues.push(Issue::structure(
+                "invariant",
+                at.clone(),
+                "bdl-5: an entry needs a resource, a request or a response",
+            ));
+        }
+        if let Some(full_url) = e.get("fullUrl").and_then(Value::as_str) {
+            let version = e
+                .pointer("/resource/meta/versionId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if !seen.insert((full_url.to_owned(), version)) && ty != "history" {
+                issues.push(Issue::structure(
+                    "invariant",
+                    child(&at, "fullUrl"),
+                    "bdl-7: fullUrl must be unique in a Bundle (unless the versions differ)",
+                ));
+            }
+        }
+    }
+    let first = entries
+        .first()
+        .and_then(|e| e.pointer("/resource/resourceType"))
+        .and_then(Value::as_str);
+    if ty == "document" && first != Some("Composition") {
+        issues.push(Issue::structure(
+            "invariant",
+            index(&child(expr, "entry"), 0),
+            "bdl-11: a document Bundle must start with a Composition",
+        ));
+    }
+    if ty == "message" && first != Some("MessageHeader") {
+        issues.push(Issue::structure(
+            "invariant",
+            index(&child(expr, "entry"), 0),
+            "bdl-12: a message Bundle must start with a MessageHeader",
+        ));
+    }
+}
+
+/// A FHIR date, dateTime or instant whose date part is a real calendar date. The schema's
+/// pattern has already checked the shape; this checks the day exists in its month.
+pub fn real_calendar_date(s: &str) -> bool {
+    let mut parts = s.get(..s.len().min(10)).unwrap_or("").split('-');
+    let (Some(y), m, d) = (parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
+    let (Ok(y), Some(Ok(m)), Some(Ok(d))) = (
+        y.parse::<u32>(),
+        m.map(str::parse::<u32>),
+        d.map(|d| d.get(..2).unwrap_or(d).parse::<u32>()),
+    ) else {
+        return true;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_dates_are_checked_to_the_day() {
+        assert!(real_calendar_date("2024-02-29"));
+        assert!(!real_calendar_date("2023-02-29"));
+        assert!(!real_calendar_date("2021-02-30"));
+        assert!(!real_calendar_date("2021-04-31T10:00:00Z"));
+        assert!(real_calendar_date("2021-04-30T10:00:00Z"));
+        assert!(real_calendar_date("2021"));
+        assert!(real_calendar_date("2021-04"));
+        assert!(!real_calendar_date("1900-02-29"));
+        assert!(real_calendar_date("2000-02-29"));
+    }
+}
