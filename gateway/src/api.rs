@@ -148,9 +148,17 @@ where
             crate::capability::capability_statement(&fhir::instant(crate::store::now_ms())),
         )),
         (&Method::POST, ["$process-message"]) => process_message(&api, req).await,
-        (_, ["metadata"]) | (_, ["$process-message"]) => Err(ApiError::method_not_allowed(
-            format!("{method} is not allowed here"),
-        )),
+        (&Method::POST, ["$validate"]) => validate(&api, req, None, &query).await,
+        (&Method::POST, [t, "$validate"]) => {
+            let t = (*t).to_owned();
+            validate(&api, req, Some(&t), &query).await
+        }
+        (_, ["metadata"])
+        | (_, ["$process-message"])
+        | (_, ["$validate"])
+        | (_, [_, "$validate"]) => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed here"
+        ))),
         (&Method::GET, ["ServiceRequest"]) => search_service_requests(&api, &query).await,
         (&Method::GET, ["ServiceRequest", id]) => read_referral(&api, id, false).await,
         (&Method::GET, ["ServiceRequest", id, "$timeline"]) => timeline(&api, id, false).await,
@@ -291,7 +299,16 @@ where
             .map(str::to_owned),
     };
     check_content_type(headers)?;
-    let body = Limited::new(req.into_body(), api.max_body_bytes)
+    let body = read_body(api, req).await?;
+    api.gateway.process_message(&ids, &body).await
+}
+
+async fn read_body<B>(api: &Api, req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    Ok(Limited::new(req.into_body(), api.max_body_bytes)
         .collect()
         .await
         .map_err(|e| {
@@ -306,8 +323,69 @@ where
                 ApiError::structure("The body could not be read")
             }
         })?
-        .to_bytes();
-    api.gateway.process_message(&ids, &body).await
+        .to_bytes())
+}
+
+/// `$validate`: the resource in the body (or in a Parameters `resource`), against base R4 and
+/// the `profile` (query or Parameters; an id or canonical URL) or the profiles its
+/// `meta.profile` names. Answers 200 with the OperationOutcome whatever the verdict.
+async fn validate<B>(api: &Api, req: Request<B>, resource_type: Option<&str>, query: &str) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    check_content_type(req.headers())?;
+    let body = read_body(api, req).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::structure("The body is not valid JSON"))?;
+    let mut profile = query_param(query, "profile");
+    let is_parameters = value.get("resourceType").and_then(Value::as_str) == Some("Parameters");
+    let resource = if is_parameters && resource_type != Some("Parameters") {
+        let params = value
+            .get("parameter")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let named = |n: &str| {
+            params
+                .iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(n))
+                .cloned()
+        };
+        if profile.is_none() {
+            profile = named("profile").and_then(|p| {
+                ["valueUri", "valueCanonical", "valueString"]
+                    .iter()
+                    .find_map(|k| p.get(*k).and_then(Value::as_str).map(str::to_owned))
+            });
+        }
+        named("resource")
+            .and_then(|p| p.get("resource").cloned())
+            .ok_or_else(|| {
+                ApiError::required("A Parameters body needs a 'resource' parameter")
+                    .at("Parameters.parameter")
+            })?
+    } else {
+        value
+    };
+    if let Some(t) = resource_type {
+        if resource.get("resourceType").and_then(Value::as_str) != Some(t) {
+            return Err(ApiError::invalid(format!("The resource is not a {t}")).at("resourceType"));
+        }
+    }
+    let outcome = api
+        .gateway
+        .profiles
+        .validate(&resource, profile.as_deref())
+        .map_err(|e| {
+            let known: Vec<&str> = signpost_profiles::PROFILES.iter().map(|p| p.id).collect();
+            ApiError::bad_request(
+                "not-supported",
+                format!("Unknown profile {:?}; known: {}", e.0, known.join(", ")),
+            )
+            .at("profile")
+        })?;
+    Ok((StatusCode::OK, outcome.sorted().to_operation_outcome()))
 }
 
 async fn find_referral(api: &Api, id: &str, by_task: bool) -> Result<ReferralRow, ApiError> {

@@ -79,6 +79,15 @@ pub async fn run_gateway(
     let store = Store::connect(settings.database_url.expose())
         .await
         .context("opening the ledger")?;
+    let started = std::time::Instant::now();
+    let profiles = tokio::task::spawn_blocking(signpost_profiles::Profiles::load)
+        .await
+        .context("compiling the profiles")?
+        .context("compiling the profiles")?;
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "profiles compiled"
+    );
     let metrics = Arc::new(Metrics::default());
     let outbox_ready = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
@@ -117,6 +126,7 @@ pub async fn run_gateway(
             source_endpoint: settings.source_endpoint.clone(),
             outbox_ready,
             metrics,
+            profiles: Arc::new(profiles),
         }),
         directory,
         broker_up,

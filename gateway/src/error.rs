@@ -23,6 +23,8 @@ pub struct ApiError {
     pub diagnostics: String,
     /// FHIRPath-ish locations of the problem.
     pub expression: Vec<String>,
+    /// Further issues, already in OperationOutcome form (validation reports every problem).
+    pub more: Vec<Value>,
 }
 
 impl ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             rec,
             diagnostics: msg.into(),
             expression: Vec::new(),
+            more: Vec::new(),
         }
     }
 
@@ -168,10 +171,33 @@ impl ApiError {
         if !self.expression.is_empty() {
             issue["expression"] = json!(self.expression);
         }
+        let mut issues = vec![issue];
+        issues.extend(self.more.iter().cloned());
         json!({
             "resourceType": "OperationOutcome",
             "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome"]},
-            "issue": [issue],
+            "issue": issues,
+        })
+    }
+
+    /// Every problem a validation found: 400 when any is structural or a bad value, else 422;
+    /// the first issue is the one the status speaks for. `None` when the outcome is valid.
+    pub fn from_outcome(outcome: signpost_profiles::Outcome) -> Option<Self> {
+        let status = outcome.http_status()?;
+        let outcome = outcome.sorted();
+        let mut issues = outcome.issues.into_iter();
+        let first = issues.next()?;
+        Some(ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            issue: first.code,
+            rec: first.rec(),
+            diagnostics: first.diagnostics,
+            expression: if first.expression.is_empty() {
+                Vec::new()
+            } else {
+                vec![first.expression]
+            },
+            more: issues.map(|i| i.to_json()).collect(),
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct Gateway {
     /// Wakes the outbox relay after a commit.
     pub outbox_ready: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Compiled profiles, shared.
+    pub profiles: Arc<signpost_profiles::Profiles>,
 }
 
 impl From<StoreError> for ApiError {
@@ -67,6 +69,7 @@ impl Gateway {
             return Err(duplicate_request());
         }
         let msg = message::parse(body)?;
+        self.check_profile(&msg)?;
         let result = match msg.event {
             Event::Request => {
                 let sr = msg.focus().1;
@@ -88,6 +91,31 @@ impl Gateway {
             self.outbox_ready.notify_one();
         }
         result
+    }
+
+    /// The checks of the profile for this kind of message: `sp-referral-message` for a new
+    /// referral, `sp-scheme-response` for a scheme's update, base R4 for a cancellation.
+    fn check_profile(&self, msg: &Message) -> Result<(), ApiError> {
+        let cancelling = matches!(
+            str_at(msg.focus().1, "/status"),
+            Some("revoked" | "entered-in-error")
+        );
+        let profile = match msg.event {
+            Event::Request if cancelling => None,
+            Event::Request => Some("sp-referral-message"),
+            Event::Response => Some("sp-scheme-response"),
+        };
+        let outcome = match profile {
+            Some(p) => self
+                .profiles
+                .validate(&msg.bundle, Some(p))
+                .map_err(|e| ApiError::internal(&e))?,
+            None => signpost_profiles::Outcome::of(self.profiles.check_base(&msg.bundle)),
+        };
+        match ApiError::from_outcome(outcome) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn new_referral(

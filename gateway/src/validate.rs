@@ -1,62 +1,55 @@
-//! `signpost validate`: the gateway's message checks, offline, one OperationOutcome per file.
-//!
-//! Profile ids are the fixed names in design.md. This build checks `sp-referral-message` (the
-//! envelope rules of `$process-message` and the referral rules: SNOMED code, Patient with a valid
-//! NHS number, sending Organization with an ODS code) and the envelope rules of
-//! `sp-scheme-response`; the other profiles are named but not yet checked, and say so.
+//! `signpost validate [--profile ID] FILE...`: the same checks as `$validate`, offline, for
+//! integrators. One line per file, `FILE: <OperationOutcome>`; the exit code is 0 when every
+//! file is valid, 1 when any is not (a file that is not JSON is simply invalid), 2 when a file
+//! cannot be read or the profile is unknown.
 
-use serde_json::{json, Value};
+use std::io::Write;
 
-use crate::error::ApiError;
-use crate::message::{self, Event};
-use crate::pipeline::referral_parts;
+use signpost_profiles::{Profiles, PROFILES};
 
-pub const PROFILES: &[&str] = &[
-    "sp-referral-message",
-    "sp-referral",
-    "sp-patient",
-    "sp-task",
-    "sp-scheme-response",
-    "sp-outcome-letter",
-];
+pub const EXIT_VALID: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_TROUBLE: u8 = 2;
 
-/// Check `body` against `profile` (or the profile its event implies). `Ok` carries an
-/// informational OperationOutcome, `Err` the error one.
-pub fn validate(profile: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+/// Validate `files` and write the report to `out`; returns the exit code.
+pub fn run(profile: Option<&str>, files: &[String], out: &mut impl Write) -> u8 {
     if let Some(p) = profile {
-        if !PROFILES.contains(&p) {
-            return Err(ApiError::not_supported(format!(
-                "Unknown profile {p:?}; known: {}",
-                PROFILES.join(", ")
-            )));
-        }
-        if !matches!(p, "sp-referral-message" | "sp-scheme-response") {
-            return Err(ApiError::not_supported(format!(
-                "Profile {p} is not checked by this build yet"
-            )));
+        if signpost_profiles::signpost::find(p).is_none() {
+            let known: Vec<&str> = PROFILES.iter().map(|p| p.id).collect();
+            let _ = writeln!(out, "unknown profile {p:?}; known: {}", known.join(", "));
+            return EXIT_TROUBLE;
         }
     }
-    let msg = message::parse(body)?;
-    match (profile, msg.event) {
-        (Some("sp-scheme-response"), Event::Request) => {
-            return Err(
-                ApiError::invalid("A scheme response needs event servicerequest-response")
-                    .at("MessageHeader.eventCoding"),
-            )
+    let profiles = match Profiles::load() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(out, "cannot compile the profiles: {e}");
+            return EXIT_TROUBLE;
         }
-        (Some("sp-referral-message"), Event::Response) => {
-            return Err(
-                ApiError::invalid("A referral message needs event servicerequest-request")
-                    .at("MessageHeader.eventCoding"),
-            )
+    };
+    let mut code = EXIT_VALID;
+    for file in files {
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                let oo = crate::error::ApiError::structure(format!(
+                    "The file cannot be read: {}",
+                    e.kind()
+                ))
+                .to_operation_outcome();
+                let _ = writeln!(out, "{file}: {oo}");
+                code = EXIT_TROUBLE;
+                continue;
+            }
+        };
+        // The profile was checked above, so this cannot be an unknown-profile error.
+        let Ok(outcome) = profiles.validate_bytes(&bytes, profile) else {
+            continue;
+        };
+        if !outcome.is_valid() && code == EXIT_VALID {
+            code = EXIT_INVALID;
         }
-        (_, Event::Request) => {
-            referral_parts(&msg)?;
-        }
-        (_, Event::Response) => {}
+        let _ = writeln!(out, "{file}: {}", outcome.sorted().to_operation_outcome());
     }
-    Ok(json!({
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "information", "code": "informational", "diagnostics": "No problems found"}]
-    }))
+    code
 }

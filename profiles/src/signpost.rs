@@ -149,7 +149,7 @@ impl Signpost {
 
     fn referral_message(&self, bundle: &Value, expr: &str, issues: &mut Vec<Issue>) {
         let entries = Entries::of(bundle, expr);
-        entries.references_resolve(issues);
+        entries.references_resolve(true, issues);
         let header = entries.list.first().filter(|e| {
             e.resource.get("resourceType").and_then(Value::as_str) == Some("MessageHeader")
         });
@@ -240,7 +240,7 @@ impl Signpost {
 
     fn scheme_response(&self, bundle: &Value, expr: &str, issues: &mut Vec<Issue>) {
         let entries = Entries::of(bundle, expr);
-        entries.references_resolve(issues);
+        entries.references_resolve(false, issues);
         let tasks: Vec<&Entry<'_>> = entries
             .list
             .iter()
@@ -469,14 +469,15 @@ impl<'a> Entries<'a> {
             .or_else(|| self.resolve_by_type_and_id(r))
     }
 
-    /// Every `urn:uuid:`/`urn:oid:` or relative reference in every entry resolves.
-    fn references_resolve(&self, issues: &mut Vec<Issue>) {
+    /// Every `urn:uuid:`/`urn:oid:` reference in every entry resolves; with `self_contained`
+    /// (a new referral, whose receiver has nothing yet to point at) relative ones must too.
+    fn references_resolve(&self, self_contained: bool, issues: &mut Vec<Issue>) {
         for e in &self.list {
             let mut found = Vec::new();
             collect_references(e.resource, "", &mut found);
             for (pointer, r) in found {
-                let internal = r.starts_with("urn:")
-                    || (!r.contains(':') && !r.starts_with('#') && r.contains('/'));
+                let relative = !r.contains(':') && !r.starts_with('#') && r.contains('/');
+                let internal = r.starts_with("urn:") || (self_contained && relative);
                 if internal
                     && self
                         .resolve(&serde_json::json!({"reference": r}), e)

@@ -39,20 +39,24 @@ pub fn referral_id(answer: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A `servicerequest-response` about the referral message `about_bundle_id`, with a Task in
-/// `status` (and a reason when given) and, optionally, a letter.
+/// A `servicerequest-response` about `referral_message` (the BaRS message the scheme received),
+/// with a Task in `status` (and a reason when given) for its ServiceRequest and, optionally, a
+/// letter.
 pub fn scheme_response(
-    about_bundle_id: &str,
+    referral_message: &Value,
     status: &str,
     reason: Option<&str>,
     letter: Option<Value>,
 ) -> Value {
+    let about_bundle_id = referral_message["id"].as_str().unwrap_or("");
+    let referral = referral_id(referral_message).unwrap_or_default();
     let task_url = urn();
     let mut task = json!({
         "resourceType": "Task",
         "status": status,
         "intent": "order",
         "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+        "focus": {"type": "ServiceRequest", "identifier": {"system": "https://signpost.example.org/fhir/Id/referral", "value": referral}},
         "lastModified": now(),
     });
     if let Some(r) = reason {

@@ -256,13 +256,13 @@ impl Drop for StandinScheme {
 
 /// Work a referral like a scheme: accept, start, complete with the letter.
 async fn work_referral(gateway: String, message: Value, correlation_id: String, step: Duration) {
-    let (bundle_id, nhs) = messages::referral_facts(&message);
+    let (_, nhs) = messages::referral_facts(&message);
     let client = Client::new();
     let plan = [
-        messages::scheme_response(&bundle_id, "accepted", None, None),
-        messages::scheme_response(&bundle_id, "in-progress", None, None),
+        messages::scheme_response(&message, "accepted", None, None),
+        messages::scheme_response(&message, "in-progress", None, None),
         messages::scheme_response(
-            &bundle_id,
+            &message,
             "completed",
             Some("Support plan finished"),
             Some(messages::outcome_letter(&nhs)),

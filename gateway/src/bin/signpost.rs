@@ -127,27 +127,6 @@ fn run_validate(args: &[String]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    let mut failed = false;
-    for file in files {
-        let outcome = match std::fs::read(&file) {
-            Ok(body) => match validate::validate(profile.as_deref(), &body) {
-                Ok(oo) => oo,
-                Err(e) => {
-                    failed = true;
-                    e.to_operation_outcome()
-                }
-            },
-            Err(e) => {
-                failed = true;
-                signpost_gateway::error::ApiError::structure(format!("cannot read the file: {e}"))
-                    .to_operation_outcome()
-            }
-        };
-        println!("{file}: {outcome}");
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    let code = validate::run(profile.as_deref(), &files, &mut std::io::stdout().lock());
+    ExitCode::from(code)
 }

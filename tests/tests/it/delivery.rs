@@ -104,10 +104,6 @@ async fn a_cancellation_reaches_the_scheme_and_closes_the_referral() {
     let (r, _, cid) = post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
     let referral = referral_id(&r.body);
     assert_eventually!(20, "delivered", world.scheme.accepted().len() == 1);
-    let bundle_id = world.scheme.accepted()[0].body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
 
     let mut cancel: serde_json::Value = serde_json::from_slice(&signpost_tests::env::read_fixture(
         "gp-system/referral-new.json",
@@ -145,7 +141,12 @@ async fn a_cancellation_reaches_the_scheme_and_closes_the_referral() {
     assert_eq!(task.body["entry"][0]["resource"]["status"], "cancelled");
 
     // A closed referral cannot be accepted afterwards.
-    let late = signpost_tests::messages::scheme_response(&bundle_id, "accepted", None, None);
+    let late = signpost_tests::messages::scheme_response(
+        &world.scheme.accepted()[0].body,
+        "accepted",
+        None,
+        None,
+    );
     let r = c
         .process_message(&gw.fhir, &new_id(), &cid, late.to_string().into_bytes())
         .await

@@ -83,13 +83,14 @@ async fn a_replayed_scheme_update_changes_the_status_once() {
         crate::helpers::post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
     let referral = referral_id(&r.body);
     assert_eventually!(20, "delivered", world.scheme.accepted().len() == 1);
-    let bundle_id = world.scheme.accepted()[0].body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let accepted = signpost_tests::messages::scheme_response(&bundle_id, "accepted", None, None)
-        .to_string()
-        .into_bytes();
+    let accepted = signpost_tests::messages::scheme_response(
+        &world.scheme.accepted()[0].body,
+        "accepted",
+        None,
+        None,
+    )
+    .to_string()
+    .into_bytes();
     let rid = new_id();
     assert_eq!(
         c.process_message(&gw.fhir, &rid, &cid, accepted.clone())

@@ -121,14 +121,13 @@ async fn one_referral_goes_round_the_whole_loop_and_the_timeline_shows_every_ste
     );
 
     // 3. The scheme accepts, works and completes the referral with the letter.
-    let bundle_id = msg["id"].as_str().unwrap();
     let letter = messages::outcome_letter("9990000018");
     for (status, letter) in [
         ("accepted", None),
         ("in-progress", None),
         ("completed", Some(letter)),
     ] {
-        let m = messages::scheme_response(bundle_id, status, None, letter);
+        let m = messages::scheme_response(msg, status, None, letter);
         let r = c
             .process_message(
                 &gw.fhir,

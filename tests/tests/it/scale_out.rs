@@ -37,11 +37,7 @@ async fn the_gateway_and_the_adapters_close_the_loop_as_separate_processes() {
         "the scheme adapter delivers",
         world.scheme.accepted().len() == 1
     );
-    let bundle_id = world.scheme.accepted()[0].body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = messages::scheme_response(&bundle_id, "accepted", None, None);
+    let done = messages::scheme_response(&world.scheme.accepted()[0].body, "accepted", None, None);
     assert_eq!(
         c.process_message(&fhir, &new_id(), &cid, done.to_string().into_bytes())
             .await
@@ -50,7 +46,7 @@ async fn the_gateway_and_the_adapters_close_the_loop_as_separate_processes() {
         200
     );
     let done = messages::scheme_response(
-        &bundle_id,
+        &world.scheme.accepted()[0].body,
         "completed",
         None,
         Some(messages::outcome_letter("9990000018")),
