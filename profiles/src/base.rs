@@ -106,6 +106,7 @@ impl Base {
             o.remove("oneOf");
             o.remove("discriminator");
         }
+        patch_known_gaps(&mut schema);
         for (def, format) in [
             ("date", "fhir-date"),
             ("dateTime", "fhir-date"),
@@ -236,6 +237,55 @@ impl Base {
                 self.walk(r, &child(&at, "resource"), issues);
             }
             self.parameters(p.get("part"), &child(&at, "part"), issues);
+        }
+    }
+}
+
+/// Mend two known faults of HL7's 4.0.0 schema in memory (the vendored file stays as HL7
+/// published it): its `fhirVersion` enumerations lack "4.0.1", the version R4 was published as;
+/// and `canonical` elements have no `_element` sibling for their extensions, which R4 JSON
+/// allows as for every primitive.
+fn patch_known_gaps(schema: &mut Value) {
+    fn add_401(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::Array(options)) = o.get_mut("enum") {
+                    let has = |x: &str| options.iter().any(|o| o.as_str() == Some(x));
+                    if has("4.0.0") && !has("4.0.1") {
+                        options.push(json!("4.0.1"));
+                    }
+                }
+                o.values_mut().for_each(add_401);
+            }
+            Value::Array(a) => a.iter_mut().for_each(add_401),
+            _ => {}
+        }
+    }
+    add_401(schema);
+    let canonical = "#/definitions/canonical";
+    if let Some(Value::Object(defs)) = schema.get_mut("definitions") {
+        for def in defs.values_mut() {
+            let Some(Value::Object(props)) = def.get_mut("properties") else {
+                continue;
+            };
+            let missing: Vec<(String, bool)> = props
+                .iter()
+                .filter_map(|(name, p)| {
+                    let single = p.get("$ref").and_then(Value::as_str) == Some(canonical);
+                    let many = p.pointer("/items/$ref").and_then(Value::as_str) == Some(canonical);
+                    ((single || many) && !props.contains_key(&format!("_{name}")))
+                        .then(|| (name.clone(), many))
+                })
+                .collect();
+            for (name, many) in missing {
+                let element = json!({"$ref": "#/definitions/Element"});
+                let sibling = if many {
+                    json!({"type": "array", "items": element})
+                } else {
+                    element
+                };
+                props.insert(format!("_{name}"), sibling);
+            }
         }
     }
 }
