@@ -4,7 +4,7 @@
 use std::env;
 use std::ffi::{OsStr, OsString};
 
-use crate::host::Host;
+use crate::host::{find_program, Host};
 use crate::paths::Paths;
 use crate::proc::{Cmd, Result};
 use crate::python;
@@ -43,7 +43,12 @@ pub fn test(args: &[OsString]) -> Result {
     let mut host = Host::default();
     services::ensure_rabbitmq(&mut host)?;
     services::ensure_postgres(&mut host)?;
+    ensure_peer_tools(&mut host)?;
     let python = python::ensure_venv(&paths)?;
+    let examples = Cmd::new("bash")
+        .arg(paths.workspace.join("tests/peers/fetch_r4_examples.sh"))
+        .arg(&paths.target)
+        .output()?;
 
     paths.cargo(["build", "--workspace", "--bins"]).run()?;
 
@@ -66,7 +71,27 @@ pub fn test(args: &[OsString]) -> Result {
     if let Some(python) = python {
         test = test.env("SIGNPOST_TEST_PYTHON", python);
     }
-    test.run()
+    test.env("SIGNPOST_TEST_R4_EXAMPLES", examples.trim()).run()
+}
+
+/// The independent peers the tests use come from registries: Python (a venv for PyPI packages)
+/// and npm (HL7's R4 examples). Install them with apt-get when they are missing.
+fn ensure_peer_tools(host: &mut Host) -> Result {
+    let venv_works = find_program("python3").is_some()
+        && Cmd::new("python3")
+            .args(["-c", "import ensurepip, venv"])
+            .output()
+            .is_ok();
+    if !venv_works {
+        host.apt_install(
+            &["python3", "python3-venv", "python3-pip"],
+            "install Python 3 with venv support: apt-get install python3 python3-venv",
+        )?;
+    }
+    if find_program("npm").is_none() {
+        host.apt_install(&["npm"], "install npm: apt-get install npm")?;
+    }
+    Ok(())
 }
 
 /// The caller's value of `key` if set and non-empty, else `default`.
