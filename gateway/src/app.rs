@@ -10,7 +10,7 @@ use anyhow::Context;
 use signpost_bus::consume::{supervise, ConsumeSettings};
 use signpost_bus::directory::EndpointKind;
 use signpost_bus::http::HttpClient;
-use signpost_bus::{topology, Directory, Handler};
+use signpost_bus::{topology, Directory, Handler, QueueConsumer, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,11 @@ pub async fn run_gateway(
         settings.amqp_url.expose().to_owned(),
         "signpost-gateway-events".to_owned(),
         spec,
-        vec![(topology::EVENTS_QUEUE.to_owned(), recorder)],
+        vec![QueueConsumer {
+            queue: topology::EVENTS_QUEUE.to_owned(),
+            handler: recorder,
+            policy: RetryPolicy::default(),
+        }],
         consume_settings(&settings, false),
         shutdown.clone(),
     ));

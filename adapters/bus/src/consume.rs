@@ -54,6 +54,56 @@ pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, envelope: &'a Envelope, attempt: u32) -> HandlerFuture<'a>;
 }
 
+/// A target's own retry policy (from its directory Endpoint); unset parts fall back to the
+/// consumer settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Park once this many attempts have failed.
+    pub max_attempts: Option<u32>,
+    /// Park once this long has passed since the first failure.
+    pub horizon: Option<Duration>,
+}
+
+/// A queue to consume, what delivers its messages, and its retry policy.
+#[derive(Clone)]
+pub struct QueueConsumer {
+    pub queue: String,
+    pub handler: Arc<dyn Handler>,
+    pub policy: RetryPolicy,
+}
+
+/// Why a failed message should be parked now rather than retried, if it should.
+pub fn give_up(
+    attempt: u32,
+    elapsed: Duration,
+    default_horizon: Duration,
+    policy: RetryPolicy,
+) -> Option<String> {
+    if let Some(max) = policy.max_attempts {
+        if attempt >= max {
+            return Some(format!(
+                "gave up after {attempt} attempts (the limit is {max})"
+            ));
+        }
+    }
+    let horizon = policy.horizon.unwrap_or(default_horizon);
+    (elapsed >= horizon).then(|| {
+        format!(
+            "gave up after {attempt} attempts over {}s (the horizon is {}s)",
+            elapsed.as_secs(),
+            horizon.as_secs()
+        )
+    })
+}
+
+/// The wait before a retry: the tier's delay shortened by up to 20% (`unit` in 0..1), so that
+/// messages that failed together do not all come back together. The retry queue's TTL is the
+/// tier's full delay, so a message never waits longer than its tier.
+pub fn jittered(delay: Duration, unit: f64) -> Duration {
+    let unit = unit.clamp(0.0, 1.0);
+    delay.mul_f64(1.0 - 0.2 * unit)
+}
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumeSettings {
@@ -98,6 +148,7 @@ pub async fn consume_queue(
     conn: &Connection,
     queue: &str,
     handler: Arc<dyn Handler>,
+    policy: RetryPolicy,
     settings: Arc<ConsumeSettings>,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
@@ -133,6 +184,7 @@ pub async fn consume_queue(
                 Some(Ok(delivery)) => {
                     let ctx = Ctx {
                         queue: queue.to_owned(),
+                        policy,
                         handler: handler.clone(),
                         settings: settings.clone(),
                         publisher: publisher.clone(),
@@ -157,6 +209,7 @@ pub async fn consume_queue(
 
 struct Ctx {
     queue: String,
+    policy: RetryPolicy,
     handler: Arc<dyn Handler>,
     settings: Arc<ConsumeSettings>,
     publisher: Publisher,
@@ -194,23 +247,24 @@ impl Ctx {
                 let first_failure =
                     header_i64(&delivery.properties, H_FIRST_FAILURE).unwrap_or_else(now_ms);
                 let elapsed = Duration::from_millis((now_ms() - first_failure).max(0) as u64);
-                if elapsed >= self.settings.retry_horizon {
-                    let reason = format!(
-                        "{reason}; gave up after {attempt} attempts over {}s",
-                        elapsed.as_secs()
-                    );
+                if let Some(why) =
+                    give_up(attempt, elapsed, self.settings.retry_horizon, self.policy)
+                {
+                    let reason = format!("{reason}; {why}");
                     self.park(&delivery, Some(&envelope), attempt, &reason)
                         .await?;
                 } else {
-                    let delay = retry_delay(&self.settings.retry_delays, attempt);
-                    let retry = retry_queue(&self.queue, delay);
+                    let tier = retry_delay(&self.settings.retry_delays, attempt);
+                    let retry = retry_queue(&self.queue, tier);
+                    let delay = jittered(tier, rand::random::<f64>());
                     let properties = envelope::with_headers(
                         &delivery.properties,
                         [
                             (H_ATTEMPT, AMQPValue::LongLongInt(i64::from(attempt))),
                             (H_FIRST_FAILURE, AMQPValue::LongLongInt(first_failure)),
                         ],
-                    );
+                    )
+                    .with_expiration(delay.as_millis().to_string().into());
                     self.publisher
                         .publish(Outgoing {
                             exchange: "",
@@ -323,7 +377,7 @@ pub async fn supervise(
     url: String,
     name: String,
     spec: topology::Spec,
-    queues: Vec<(String, Arc<dyn Handler>)>,
+    queues: Vec<QueueConsumer>,
     settings: ConsumeSettings,
     shutdown: CancellationToken,
 ) {
@@ -350,14 +404,15 @@ pub async fn supervise(
         } else {
             let round = shutdown.child_token();
             let mut consumers = JoinSet::new();
-            for (queue, handler) in &queues {
+            for consumer in &queues {
                 let conn = conn.clone();
-                let queue = queue.clone();
-                let handler = handler.clone();
+                let queue = consumer.queue.clone();
+                let handler = consumer.handler.clone();
+                let policy = consumer.policy;
                 let settings = settings.clone();
                 let round = round.clone();
                 consumers.spawn(async move {
-                    let r = consume_queue(&conn, &queue, handler, settings, round).await;
+                    let r = consume_queue(&conn, &queue, handler, policy, settings, round).await;
                     (queue, r)
                 });
             }
@@ -383,6 +438,43 @@ pub async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_policy_parks_by_attempts_or_by_its_own_horizon() {
+        let day = Duration::from_secs(86_400);
+        let none = RetryPolicy::default();
+        assert_eq!(give_up(100, Duration::from_secs(60), day, none), None);
+        assert!(give_up(3, Duration::ZERO, day, none).is_none());
+        assert!(give_up(2, day, day, none)
+            .unwrap()
+            .contains("horizon is 86400s"));
+        let five = RetryPolicy {
+            max_attempts: Some(5),
+            horizon: None,
+        };
+        assert!(give_up(4, Duration::ZERO, day, five).is_none());
+        assert!(give_up(5, Duration::ZERO, day, five)
+            .unwrap()
+            .contains("after 5 attempts"));
+        let short = RetryPolicy {
+            max_attempts: None,
+            horizon: Some(Duration::from_secs(10)),
+        };
+        assert!(give_up(1, Duration::from_secs(11), day, short).is_some());
+    }
+
+    #[test]
+    fn jitter_shortens_a_delay_by_at_most_a_fifth() {
+        let d = Duration::from_secs(10);
+        assert_eq!(jittered(d, 0.0), d);
+        assert_eq!(jittered(d, 1.0), Duration::from_secs(8));
+        assert_eq!(jittered(d, 0.5), Duration::from_secs(9));
+        assert_eq!(
+            jittered(d, 7.0),
+            Duration::from_secs(8),
+            "out-of-range units are clamped"
+        );
+    }
 
     #[test]
     fn retry_delays_grow_then_repeat_the_last() {

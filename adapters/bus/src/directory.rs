@@ -50,7 +50,61 @@ pub struct Endpoint {
     pub id: String,
     pub kind: EndpointKind,
     pub address: String,
+    /// The endpoint's own retry policy (extension `retry-policy`), if it has one.
+    pub retry: crate::RetryPolicy,
     pub resource: Value,
+}
+
+/// Extension on an Endpoint: its retry policy, with sub-extensions `maxAttempts`
+/// (valuePositiveInt) and `horizon` (valueDuration, UCUM `s`, `min`, `h` or `d`).
+pub const RETRY_POLICY_EXT: &str =
+    "https://signpost.example.org/fhir/StructureDefinition/retry-policy";
+
+fn retry_policy(endpoint: &Value, id: &str) -> Result<crate::RetryPolicy, DirectoryError> {
+    let mut policy = crate::RetryPolicy::default();
+    let exts = endpoint
+        .get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for ext in exts.filter(|e| str_at(e, "/url") == Some(RETRY_POLICY_EXT)) {
+        for sub in ext
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match str_at(sub, "/url") {
+                Some("maxAttempts") => {
+                    let n = ["valuePositiveInt", "valueUnsignedInt", "valueInteger"]
+                        .iter()
+                        .find_map(|k| sub.get(*k).and_then(Value::as_u64))
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| invalid(format!("Endpoint/{id}: retry-policy maxAttempts must be a positive integer")))?;
+                    policy.max_attempts = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+                Some("horizon") => {
+                    let value = sub.pointer("/valueDuration/value").and_then(Value::as_f64);
+                    let unit = str_at(sub, "/valueDuration/code");
+                    let seconds = match (value, unit) {
+                        (Some(v), Some("s")) => v,
+                        (Some(v), Some("min")) => v * 60.0,
+                        (Some(v), Some("h")) => v * 3600.0,
+                        (Some(v), Some("d")) => v * 86400.0,
+                        _ => return Err(invalid(format!("Endpoint/{id}: retry-policy horizon must be a Duration in s, min, h or d"))),
+                    };
+                    if !(seconds > 0.0 && seconds.is_finite()) {
+                        return Err(invalid(format!(
+                            "Endpoint/{id}: retry-policy horizon must be positive"
+                        )));
+                    }
+                    policy.horizon = Some(std::time::Duration::from_secs_f64(seconds));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(policy)
 }
 
 #[derive(Debug, Clone)]
@@ -194,12 +248,14 @@ impl Directory {
                     "Endpoint/{id}: address must be https (plain http only on loopback)"
                 )));
             }
+            let retry = retry_policy(r, &id)?;
             endpoints.insert(
                 id.clone(),
                 Endpoint {
                     id,
                     kind,
                     address,
+                    retry,
                     resource: r.clone(),
                 },
             );
@@ -344,19 +400,23 @@ impl Directory {
         ids
     }
 
-    /// One `(work queue, handler)` pair per endpoint of `kind`, for an adapter to consume.
+    /// One consumer per endpoint of `kind`, with the endpoint's retry policy, for an adapter.
     pub fn queues_for(
         &self,
         kind: EndpointKind,
         handler: std::sync::Arc<dyn crate::Handler>,
-    ) -> Vec<(String, std::sync::Arc<dyn crate::Handler>)> {
+    ) -> Vec<crate::QueueConsumer> {
         let side = match kind {
-            EndpointKind::FhirMessaging => crate::topology::Side::Referrals,
             EndpointKind::FhirRest => crate::topology::Side::Records,
+            _ => crate::topology::Side::Referrals,
         };
         self.targets(kind)
             .into_iter()
-            .map(|t| (crate::topology::queue(side, &t), handler.clone()))
+            .map(|t| crate::QueueConsumer {
+                queue: crate::topology::queue(side, &t),
+                handler: handler.clone(),
+                policy: self.endpoints.get(&t).map(|e| e.retry).unwrap_or_default(),
+            })
             .collect()
     }
 
@@ -406,6 +466,27 @@ mod tests {
         assert!(d.scheme_for_practice("Z99999").is_none());
         assert_eq!(d.targets(EndpointKind::FhirMessaging), vec!["scheme-a"]);
         assert_eq!(d.targets(EndpointKind::FhirRest), vec!["gp-1"]);
+    }
+
+    #[test]
+    fn an_endpoint_carries_its_retry_policy() {
+        let mut v = sample();
+        v["entry"][0]["resource"]["extension"] = json!([{"url": RETRY_POLICY_EXT, "extension": [
+            {"url": "maxAttempts", "valuePositiveInt": 5},
+            {"url": "horizon", "valueDuration": {"value": 2, "unit": "hours", "system": "http://unitsofmeasure.org", "code": "h"}}]}]);
+        let d = Directory::from_value(v.clone()).unwrap();
+        let p = d.endpoint("scheme-a").unwrap().retry;
+        assert_eq!(
+            (p.max_attempts, p.horizon),
+            (Some(5), Some(std::time::Duration::from_secs(7200)))
+        );
+        assert_eq!(
+            d.endpoint("gp-1").unwrap().retry,
+            crate::RetryPolicy::default()
+        );
+        v["entry"][0]["resource"]["extension"][0]["extension"][1]["valueDuration"]["code"] =
+            json!("fortnight");
+        assert!(Directory::from_value(v).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod publish;
 pub mod topology;
 pub mod uris;
 
-pub use consume::{ConsumeSettings, Handler, Outcome};
+pub use consume::{ConsumeSettings, Handler, Outcome, QueueConsumer, RetryPolicy};
 pub use directory::Directory;
 pub use envelope::{Envelope, Kind};
 pub use publish::Publisher;

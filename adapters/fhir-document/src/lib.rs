@@ -26,7 +26,7 @@ impl LetterFiling {
     }
 
     /// One `(queue, handler)` pair per GP system endpoint in the directory.
-    pub fn queues(self) -> Vec<(String, Arc<dyn Handler>)> {
+    pub fn queues(self) -> Vec<signpost_bus::QueueConsumer> {
         let directory = self.directory.clone();
         directory.queues_for(EndpointKind::FhirRest, Arc::new(self))
     }

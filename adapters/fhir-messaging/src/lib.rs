@@ -33,7 +33,7 @@ impl SchemeDelivery {
     }
 
     /// One `(queue, handler)` pair per scheme endpoint in the directory.
-    pub fn queues(self) -> Vec<(String, Arc<dyn Handler>)> {
+    pub fn queues(self) -> Vec<signpost_bus::QueueConsumer> {
         let directory = self.directory.clone();
         directory.queues_for(EndpointKind::FhirMessaging, Arc::new(self))
     }
