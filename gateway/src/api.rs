@@ -133,6 +133,12 @@ where
         }
         _ => {}
     }
+    if let Some(admin_path) = path.strip_prefix("/admin") {
+        return match admin(&api, &method, admin_path, &query).await {
+            Ok(body) => json_response(StatusCode::OK, &body, "application/json"),
+            Err(e) => error_response(&e),
+        };
+    }
     let Some(fhir_path) = path.strip_prefix("/fhir") else {
         return error_response(&ApiError::not_found(
             "No such endpoint; the FHIR API is under /fhir",
@@ -192,6 +198,67 @@ where
             }
             error_response(&e)
         }
+    }
+}
+
+/// The admin API: parked messages. `GET /admin/parked[?scheme=&since=]`,
+/// `POST /admin/parked/{id}/$replay`, `POST /admin/parked/$replay?scheme=&since=`.
+async fn admin(api: &Api, method: &Method, path: &str, query: &str) -> Result<Value, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let since = match query_param(query, "since") {
+        Some(t) => Some(
+            crate::admin::parse_since(&t, crate::store::now_ms()).ok_or_else(|| {
+                ApiError::value("since must be an RFC 3339 time or a duration such as 2h")
+                    .at("since")
+            })?,
+        ),
+        None => None,
+    };
+    let mut selector = crate::admin::Selector {
+        id: None,
+        scheme: query_param(query, "scheme"),
+        since_ms: since,
+    };
+    let store = &api.gateway.store;
+    let rows = match (method, segments.as_slice()) {
+        (&Method::GET, ["parked"]) => crate::admin::list(store, &api.directory, &selector).await,
+        (&Method::POST, ["parked", "$replay"]) => {
+            if selector.scheme.is_none() && selector.since_ms.is_none() {
+                return Err(ApiError::required(
+                    "Say what to replay: scheme=, since=, or POST /admin/parked/{id}/$replay",
+                ));
+            }
+            crate::admin::replay(store, &api.directory, &selector).await
+        }
+        (&Method::POST, ["parked", id, "$replay"]) => {
+            selector.id = Some((*id).to_owned());
+            if crate::admin::list(store, &api.directory, &selector)
+                .await
+                .map_err(admin_error)?
+                .is_empty()
+            {
+                return Err(ApiError::not_found(format!("No parked message {id}")));
+            }
+            crate::admin::replay(store, &api.directory, &selector).await
+        }
+        (_, ["parked", ..]) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not allowed here"
+            )))
+        }
+        _ => return Err(ApiError::not_found("No such admin endpoint")),
+    }
+    .map_err(admin_error)?;
+    api.gateway.outbox_ready.notify_one();
+    Ok(json!({"parked": rows.iter().map(crate::admin::describe).collect::<Vec<_>>()}))
+}
+
+fn admin_error(e: crate::admin::AdminError) -> ApiError {
+    match e {
+        crate::admin::AdminError::UnknownScheme(s) => {
+            ApiError::not_found(format!("No scheme or endpoint {s} in the directory"))
+        }
+        crate::admin::AdminError::Store(e) => e.into(),
     }
 }
 

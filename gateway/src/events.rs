@@ -9,7 +9,7 @@ use signpost_bus::envelope::{DeliveryReport, ReportOutcome};
 use signpost_bus::{Envelope, Handler, Kind, Outcome};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{ParkedRow, Store};
 
 pub struct ReportRecorder {
     pub store: Store,
@@ -54,6 +54,23 @@ impl ReportRecorder {
                 let step = step_for(&label, report.outcome);
                 let detail = format!("{} (attempt {})", report.detail, report.attempt);
                 tx.add_step(&envelope.referral_id, &step, &detail).await?;
+                if let Some(copy) = &report.parked {
+                    tx.insert_parked(&ParkedRow {
+                        // The report's own id: a report delivered twice is kept once.
+                        id: envelope.message_id.to_string(),
+                        message_id: report.about.to_string(),
+                        referral_id: envelope.referral_id.clone(),
+                        target: envelope.target.clone(),
+                        origin_queue: copy.origin_queue.clone(),
+                        label: label.clone(),
+                        reason: report.detail.clone(),
+                        attempts: i64::from(report.attempt),
+                        parked_ms: crate::store::now_ms(),
+                        envelope: String::from_utf8(copy.envelope.to_bytes()).unwrap_or_default(),
+                        replayed_ms: None,
+                    })
+                    .await?;
+                }
                 if report.outcome == ReportOutcome::Parked {
                     tracing::error!(referral = %envelope.referral_id, target = %envelope.target, "delivery parked");
                 }

@@ -18,6 +18,7 @@
 //! The bus contract (envelope, topology, consuming) is the `signpost-bus` crate's; delivering to
 //! schemes and GP systems is the adapters'.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod capability;

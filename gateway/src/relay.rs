@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::types::ShortString;
 use signpost_bus::publish::{Outgoing, Publisher};
 use signpost_bus::{amqp, topology, BusError, Envelope};
 use tokio::sync::Notify;
@@ -154,9 +153,8 @@ impl Relay {
 
 fn outgoing(row: &OutboxRow) -> Result<Outgoing<'_>, signpost_bus::envelope::EnvelopeError> {
     let envelope = Envelope::from_bytes(row.envelope.as_bytes())?;
-    let properties = envelope
-        .properties()
-        .with_message_id(ShortString::from(row.id.clone()));
+    // The envelope's own message id, also for a replay (whose outbox row has an id of its own).
+    let properties = envelope.properties();
     Ok(Outgoing {
         exchange: &row.exchange,
         routing_key: &row.routing_key,

@@ -105,6 +105,20 @@ const SCHEMA: &[&str] = &[
         message_id TEXT PRIMARY KEY,
         at_ms BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS parked (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        referral_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        origin_queue TEXT NOT NULL,
+        label TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        parked_ms BIGINT NOT NULL,
+        envelope TEXT NOT NULL,
+        replayed_ms BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS parked_by_time ON parked (parked_ms)",
     "CREATE TABLE IF NOT EXISTS documents (
         id TEXT PRIMARY KEY,
         referral_id TEXT NOT NULL,
@@ -141,6 +155,32 @@ pub struct Step {
     pub at_ms: i64,
     pub step: String,
     pub detail: String,
+}
+
+/// A message an adapter gave up on, kept so that an operator can replay it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedRow {
+    pub id: String,
+    pub message_id: String,
+    pub referral_id: String,
+    /// The directory Endpoint the message was for.
+    pub target: String,
+    pub origin_queue: String,
+    pub label: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub parked_ms: i64,
+    pub envelope: String,
+    pub replayed_ms: Option<i64>,
+}
+
+/// Which parked messages: all, or those of one target, parked since a time, not yet replayed.
+#[derive(Debug, Clone, Default)]
+pub struct ParkedFilter {
+    pub id: Option<String>,
+    pub target: Option<String>,
+    pub since_ms: Option<i64>,
+    pub include_replayed: bool,
 }
 
 /// A message waiting to be published.
@@ -327,6 +367,40 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Parked messages matching `filter`, oldest first.
+    pub async fn parked(&self, filter: &ParkedFilter) -> Result<Vec<ParkedRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, message_id, referral_id, target, origin_queue, label, reason, attempts,
+                    parked_ms, envelope, replayed_ms FROM parked
+             WHERE ($1 = '' OR id = $1) AND ($2 = '' OR target = $2) AND parked_ms >= $3
+               AND ($4 = 1 OR replayed_ms IS NULL)
+             ORDER BY parked_ms, id",
+        )
+        .bind(filter.id.clone().unwrap_or_default())
+        .bind(filter.target.clone().unwrap_or_default())
+        .bind(filter.since_ms.unwrap_or(0))
+        .bind(i64::from(filter.include_replayed))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ParkedRow {
+                    id: r.try_get(0)?,
+                    message_id: r.try_get(1)?,
+                    referral_id: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    origin_queue: r.try_get(4)?,
+                    label: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                    attempts: r.try_get(7)?,
+                    parked_ms: r.try_get(8)?,
+                    envelope: r.try_get(9)?,
+                    replayed_ms: r.try_get(10)?,
+                })
+            })
+            .collect()
     }
 
     /// The label of an outbox message (`referral`, `cancellation`, `letter`).
@@ -527,6 +601,42 @@ impl WriteTx {
         .bind(id)
         .execute(&mut *self.tx)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keep a parked message. `false` if this report was recorded before.
+    pub async fn insert_parked(&mut self, row: &ParkedRow) -> Result<bool, StoreError> {
+        match sqlx::query(
+            "INSERT INTO parked (id, message_id, referral_id, target, origin_queue, label, reason,
+                attempts, parked_ms, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&row.id)
+        .bind(&row.message_id)
+        .bind(&row.referral_id)
+        .bind(&row.target)
+        .bind(&row.origin_queue)
+        .bind(&row.label)
+        .bind(&row.reason)
+        .bind(row.attempts)
+        .bind(row.parked_ms)
+        .bind(&row.envelope)
+        .execute(&mut *self.tx)
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Mark a parked message replayed. `false` if it already was (a replay is done once).
+    pub async fn mark_replayed(&mut self, id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE parked SET replayed_ms = $1 WHERE id = $2 AND replayed_ms IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::envelope::{
-    self, header_i64, now_ms, now_rfc3339, DeliveryReport, Envelope, Kind, ReportOutcome,
-    H_ATTEMPT, H_FIRST_FAILURE, H_ORIGIN_QUEUE, H_PARK_REASON,
+    self, header_i64, now_ms, now_rfc3339, DeliveryReport, Envelope, Kind, ParkedCopy,
+    ReportOutcome, H_ATTEMPT, H_FIRST_FAILURE, H_ORIGIN_QUEUE, H_PARK_REASON,
 };
 use crate::publish::{Outgoing, Publisher};
 use crate::topology::{self, parked_queue, retry_queue};
@@ -320,8 +320,18 @@ impl Ctx {
             .await?;
         tracing::warn!(queue = %self.queue, attempt, reason, "parked");
         if let Some(envelope) = envelope {
-            self.report(envelope, ReportOutcome::Parked, attempt, reason.to_owned())
-                .await?;
+            let copy = ParkedCopy {
+                origin_queue: self.queue.clone(),
+                envelope: envelope.clone(),
+            };
+            self.report_with(
+                envelope,
+                ReportOutcome::Parked,
+                attempt,
+                reason.to_owned(),
+                Some(copy),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -333,6 +343,18 @@ impl Ctx {
         attempt: u32,
         detail: String,
     ) -> Result<(), BusError> {
+        self.report_with(about, outcome, attempt, detail, None)
+            .await
+    }
+
+    async fn report_with(
+        &self,
+        about: &Envelope,
+        outcome: ReportOutcome,
+        attempt: u32,
+        detail: String,
+        parked: Option<ParkedCopy>,
+    ) -> Result<(), BusError> {
         if !self.settings.report {
             return Ok(());
         }
@@ -343,6 +365,7 @@ impl Ctx {
             attempt,
             detail,
             at: now_rfc3339(),
+            parked,
         };
         let mut envelope = Envelope::new(
             Kind::DeliveryReport,

@@ -83,6 +83,19 @@ pub struct DeliveryReport {
     pub detail: String,
     /// RFC 3339 time of the outcome.
     pub at: String,
+    /// On `parked`: the message itself and the queue it came from, so that the gateway keeps a
+    /// replayable record of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<ParkedCopy>,
+}
+
+/// A parked message, as reported to the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedCopy {
+    /// The work queue the message was taken from (where a replay sends it back to).
+    pub origin_queue: String,
+    /// The envelope, exactly as it was delivered.
+    pub envelope: Envelope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +327,7 @@ mod tests {
             attempt: 3,
             detail: "refused with HTTP 400".into(),
             at: now_rfc3339(),
+            parked: None,
         };
         let report = Envelope::new(
             Kind::DeliveryReport,

@@ -15,7 +15,7 @@ use anyhow::Context;
 use signpost_gateway::{app, config::Settings, validate};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: signpost [--config FILE] (run | gateway | adapter NAME... | validate [--profile ID] FILE...)";
+const USAGE: &str = "usage: signpost [--config FILE] (run | gateway | adapter NAME... | validate [--profile ID] FILE... | parked list [--scheme S] [--since T] | parked replay (ID | --scheme S | --since T))";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     if command == "validate" {
         return run_validate(&rest);
     }
-    if !matches!(command.as_str(), "run" | "gateway" | "adapter") {
+    if !matches!(command.as_str(), "run" | "gateway" | "adapter" | "parked") {
         eprintln!("unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
     }
@@ -71,6 +71,7 @@ async fn serve(command: String, rest: Vec<String>, config: Option<PathBuf>) -> a
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match command.as_str() {
+        "parked" => parked(&settings, &rest).await,
         "adapter" => {
             if rest.is_empty() {
                 anyhow::bail!("name an adapter: {}", app::ADAPTERS.join(", "));
@@ -106,6 +107,63 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+/// `signpost parked list|replay`: the admin actions, straight on the ledger.
+async fn parked(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
+    use signpost_gateway::admin::{self, Selector};
+    let (action, rest) = args
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("{USAGE}"))?;
+    let mut selector = Selector::default();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--scheme" => {
+                selector.scheme = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!("--scheme needs a value"))?
+                        .clone(),
+                )
+            }
+            "--since" => {
+                let t = it
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--since needs a value"))?;
+                let now = signpost_gateway::store::now_ms();
+                selector.since_ms = Some(admin::parse_since(t, now).ok_or_else(|| {
+                    anyhow::anyhow!("--since {t:?}: give an RFC 3339 time or a duration such as 2h")
+                })?);
+            }
+            id if !id.starts_with('-') && selector.id.is_none() => {
+                selector.id = Some(id.to_owned())
+            }
+            other => anyhow::bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let directory = app::load_directory(settings)?;
+    let store = signpost_gateway::store::Store::connect(settings.database_url.expose())
+        .await
+        .context("opening the ledger")?;
+    let rows = match action.as_str() {
+        "list" => admin::list(&store, &directory, &selector).await?,
+        "replay" => {
+            if selector.id.is_none() && selector.scheme.is_none() && selector.since_ms.is_none() {
+                anyhow::bail!("say what to replay: an id, --scheme or --since");
+            }
+            let rows = admin::replay(&store, &directory, &selector).await?;
+            println!(
+                "replayed {} message(s); the gateway's outbox relay publishes them",
+                rows.len()
+            );
+            rows
+        }
+        other => anyhow::bail!("unknown parked action {other:?}\n{USAGE}"),
+    };
+    for row in &rows {
+        println!("{}", admin::describe(row));
+    }
+    Ok(())
 }
 
 fn run_validate(args: &[String]) -> ExitCode {

@@ -11,4 +11,5 @@ mod duplicates;
 mod loop_end_to_end;
 mod outbox;
 mod reads;
+mod reliability;
 mod scale_out;
