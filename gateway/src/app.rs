@@ -27,11 +27,12 @@ use crate::store::Store;
 pub const ADAPTERS: &[&str] = &[
     signpost_adapter_fhir_messaging::NAME,
     signpost_adapter_fhir_document::NAME,
+    signpost_adapter_webhook::NAME,
 ];
 
 fn topology_spec(directory: &Directory, settings: &Settings) -> topology::Spec {
     topology::Spec {
-        referral_targets: directory.targets(EndpointKind::FhirMessaging),
+        referral_targets: directory.referral_targets(),
         record_targets: directory.targets(EndpointKind::FhirRest),
         retry_delays: settings.delivery.retry_delays(),
     }
@@ -105,33 +106,45 @@ pub async fn run_gateway(
         }
         .run(relay_stop.clone()),
     );
+    let gateway = Arc::new(Gateway {
+        store: store.clone(),
+        directory: directory.clone(),
+        source_endpoint: settings.source_endpoint.clone(),
+        outbox_ready,
+        metrics: metrics.clone(),
+        profiles: Arc::new(profiles),
+    });
     let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder {
         store: store.clone(),
         metrics: metrics.clone(),
+    });
+    let replies: Arc<dyn Handler> = Arc::new(crate::replies::ReplyHandler {
+        gateway: gateway.clone(),
+        directory: directory.clone(),
     });
     let events = tokio::spawn(supervise(
         settings.amqp_url.expose().to_owned(),
         "signpost-gateway-events".to_owned(),
         spec,
-        vec![QueueConsumer {
-            queue: topology::EVENTS_QUEUE.to_owned(),
-            handler: recorder,
-            policy: RetryPolicy::default(),
-        }],
+        vec![
+            QueueConsumer {
+                queue: topology::EVENTS_QUEUE.to_owned(),
+                handler: recorder,
+                policy: RetryPolicy::default(),
+            },
+            QueueConsumer {
+                queue: topology::REPLIES_QUEUE.to_owned(),
+                handler: replies,
+                policy: RetryPolicy::default(),
+            },
+        ],
         consume_settings(&settings, false),
         shutdown.clone(),
     ));
 
     let local = listener.local_addr()?;
     let api = Arc::new(Api {
-        gateway: Arc::new(Gateway {
-            store,
-            directory: directory.clone(),
-            source_endpoint: settings.source_endpoint.clone(),
-            outbox_ready,
-            metrics,
-            profiles: Arc::new(profiles),
-        }),
+        gateway,
         directory,
         broker_up,
         max_body_bytes: settings.http.max_body_bytes,
@@ -174,6 +187,22 @@ pub async fn run_adapters(
                 signpost_adapter_fhir_document::LetterFiling::new(directory.clone(), http.clone())
                     .queues(),
             ),
+            signpost_adapter_webhook::NAME => {
+                let secrets = settings
+                    .webhook_secrets
+                    .iter()
+                    .map(|(id, s)| (id.clone(), s.expose().as_bytes().to_vec()))
+                    .collect();
+                let delivery = signpost_adapter_webhook::WebhookDelivery::new(
+                    directory.clone(),
+                    http.clone(),
+                    secrets,
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("{e}: set [webhook_secrets] or SIGNPOST_WEBHOOK_SECRET_<ID>")
+                })?;
+                queues.extend(delivery.queues());
+            }
             other => anyhow::bail!(
                 "unknown adapter {other:?}; this build has {}",
                 ADAPTERS.join(", ")

@@ -7,7 +7,7 @@
 //! | `amqp_url` | `SIGNPOST_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
 //! | `database_url` | `SIGNPOST_DATABASE_URL` | `sqlite://signpost.db` (created if missing) |
 //! | `directory` | `SIGNPOST_DIRECTORY` | `deploy/directory.example.json` |
-//! | `adapters` | `SIGNPOST_ADAPTERS` (comma list) | all: `fhir-messaging,fhir-document` |
+//! | `adapters` | `SIGNPOST_ADAPTERS` (comma list) | all: `fhir-messaging,fhir-document,webhook` |
 //! | `source_endpoint` | `SIGNPOST_SOURCE_ENDPOINT` | `https://signpost.example.org/fhir/Id/gateway\|signpost` |
 //! | `delivery.timeout_ms` | `SIGNPOST_DELIVERY_TIMEOUT_MS` | `10000` |
 //! | `delivery.retry_delays_ms` | `SIGNPOST_RETRY_DELAYS_MS` (comma list) | `1000,5000,30000,120000,600000,3600000` |
@@ -15,6 +15,7 @@
 //! | `delivery.prefetch` | – | `16` |
 //! | `http.max_body_bytes` | – | `10485760` |
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
+//! | `webhook_secrets.<endpoint-id>` | `SIGNPOST_WEBHOOK_SECRET_<ENDPOINT_ID>` | none (required for each signed-webhook endpoint) |
 //!
 //! The AMQP and database URLs may hold passwords: they live in [`Secret`], which prints as
 //! `***`.
@@ -58,6 +59,9 @@ pub struct Settings {
     pub source_endpoint: String,
     pub delivery: Delivery,
     pub http: Http,
+    /// Each signed-webhook endpoint's secret, by Endpoint id (`[webhook_secrets]` table;
+    /// `SIGNPOST_WEBHOOK_SECRET_<ID>` with the id upper-cased and `-` as `_`).
+    pub webhook_secrets: std::collections::BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,10 +90,12 @@ impl Default for Settings {
             adapters: vec![
                 signpost_adapter_fhir_messaging::NAME.to_owned(),
                 signpost_adapter_fhir_document::NAME.to_owned(),
+                signpost_adapter_webhook::NAME.to_owned(),
             ],
             source_endpoint: "https://signpost.example.org/fhir/Id/gateway|signpost".to_owned(),
             delivery: Delivery::default(),
             http: Http::default(),
+            webhook_secrets: Default::default(),
         }
     }
 }
@@ -147,7 +153,18 @@ impl Settings {
             None => Settings::default(),
         };
         settings.apply_env(|name| std::env::var(name).ok())?;
+        settings.apply_env_secrets(std::env::vars());
         Ok(settings)
+    }
+
+    /// Webhook secrets from `SIGNPOST_WEBHOOK_SECRET_<ID>` variables.
+    pub fn apply_env_secrets(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (name, value) in vars {
+            if let Some(id) = name.strip_prefix("SIGNPOST_WEBHOOK_SECRET_") {
+                let id = id.to_ascii_lowercase().replace('_', "-");
+                self.webhook_secrets.insert(id, Secret::new(value));
+            }
+        }
     }
 
     /// Apply `SIGNPOST_*` overrides read through `var`.

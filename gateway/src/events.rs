@@ -90,7 +90,11 @@ impl ReportRecorder {
 }
 
 impl Handler for ReportRecorder {
-    fn handle<'a>(&'a self, envelope: &'a Envelope, _attempt: u32) -> HandlerFuture<'a> {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        _meta: &'a signpost_bus::consume::Meta,
+    ) -> HandlerFuture<'a> {
         Box::pin(self.record(envelope))
     }
 }

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod referral;
 pub mod relay;
+pub mod replies;
 pub mod server;
 pub mod store;
 pub mod validate;

@@ -49,9 +49,17 @@ pub enum Outcome {
 
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
+/// How a message arrived: its attempt number and the routing key it was published with (for
+/// messages from schemes, the broker lets each scheme's user publish only its own key).
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub attempt: u32,
+    pub routing_key: String,
+}
+
 /// Delivers one message downstream. Must be idempotent by `envelope.message_id`.
 pub trait Handler: Send + Sync + 'static {
-    fn handle<'a>(&'a self, envelope: &'a Envelope, attempt: u32) -> HandlerFuture<'a>;
+    fn handle<'a>(&'a self, envelope: &'a Envelope, meta: &'a Meta) -> HandlerFuture<'a>;
 }
 
 /// A target's own retry policy (from its directory Endpoint); unset parts fall back to the
@@ -236,7 +244,11 @@ impl Ctx {
                 return Ok(());
             }
         };
-        let outcome = self.handler.handle(&envelope, attempt).await;
+        let meta = Meta {
+            attempt,
+            routing_key: delivery.routing_key.as_str().to_owned(),
+        };
+        let outcome = self.handler.handle(&envelope, &meta).await;
         match outcome {
             Outcome::Delivered(detail) => {
                 tracing::info!(queue = %self.queue, message_id = %envelope.message_id, attempt, "delivered");

@@ -43,6 +43,24 @@ pub enum EndpointKind {
     FhirMessaging,
     /// FHIR REST create of a DocumentReference: the `fhir-document` adapter.
     FhirRest,
+    /// The envelope as a signed webhook: the `webhook` adapter.
+    Webhook,
+    /// The scheme consumes its own queue with its own broker user; no adapter delivers.
+    QueuePull,
+}
+
+/// Signpost's own Endpoint connection types (the HL7 code system has none for these).
+pub const SIGNPOST_CONNECTION_TYPE: &str =
+    "https://signpost.example.org/fhir/CodeSystem/endpoint-connection-type";
+
+impl EndpointKind {
+    /// Whether referrals (to schemes) go this way.
+    pub fn is_referral_side(self) -> bool {
+        matches!(
+            self,
+            EndpointKind::FhirMessaging | EndpointKind::Webhook | EndpointKind::QueuePull
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +252,8 @@ impl Directory {
             let kind = match (system, code) {
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-msg") => EndpointKind::FhirMessaging,
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-rest") => EndpointKind::FhirRest,
+                (SIGNPOST_CONNECTION_TYPE, "signed-webhook") => EndpointKind::Webhook,
+                (SIGNPOST_CONNECTION_TYPE, "queue-pull") => EndpointKind::QueuePull,
                 _ => {
                     return Err(invalid(format!(
                     "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
@@ -243,7 +263,9 @@ impl Directory {
             let address = str_at(r, "/address")
                 .ok_or_else(|| invalid(format!("Endpoint/{id} has no address")))?
                 .to_owned();
-            if !(address.starts_with("https://") || is_loopback(&address)) {
+            if kind != EndpointKind::QueuePull
+                && !(address.starts_with("https://") || is_loopback(&address))
+            {
                 return Err(invalid(format!(
                     "Endpoint/{id}: address must be https (plain http only on loopback)"
                 )));
@@ -320,10 +342,10 @@ impl Directory {
                 .ok_or_else(|| invalid(format!("HealthcareService/{id} needs an endpoint")))?
                 .to_owned();
             match endpoints.get(&endpoint) {
-                Some(e) if e.kind == EndpointKind::FhirMessaging => {}
+                Some(e) if e.kind.is_referral_side() => {}
                 _ => {
                     return Err(invalid(format!(
-                        "HealthcareService/{id}: Endpoint/{endpoint} must be an active hl7-fhir-msg endpoint"
+                        "HealthcareService/{id}: Endpoint/{endpoint} must be an active hl7-fhir-msg, signed-webhook or queue-pull endpoint"
                     )))
                 }
             }
@@ -418,6 +440,18 @@ impl Directory {
                 policy: self.endpoints.get(&t).map(|e| e.retry).unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Endpoint ids that take referrals (FHIR messaging, webhook, queue pull), sorted.
+    pub fn referral_targets(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .endpoints
+            .values()
+            .filter(|e| e.kind.is_referral_side())
+            .map(|e| e.id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Resources of one type, as loaded.

@@ -38,6 +38,10 @@ pub enum Kind {
     /// What an adapter did with a message. Payload: [`DeliveryReport`].
     #[serde(rename = "delivery-report")]
     DeliveryReport,
+    /// A queue-pull scheme's response (status, letter). Payload: the BaRS
+    /// `servicerequest-response` message Bundle.
+    #[serde(rename = "scheme-response")]
+    SchemeResponse,
 }
 
 impl Kind {
@@ -46,6 +50,7 @@ impl Kind {
             Kind::ReferralMessage => "referral-message",
             Kind::LetterFiling => "letter-filing",
             Kind::DeliveryReport => "delivery-report",
+            Kind::SchemeResponse => "scheme-response",
         }
     }
 }

@@ -30,6 +30,10 @@ pub const RECORDS_EXCHANGE: &str = "sp.records";
 pub const EVENTS_EXCHANGE: &str = "sp.events";
 pub const EVENTS_QUEUE: &str = "sp.events";
 pub const EVENTS_ROUTING_KEY: &str = "gateway";
+/// Where queue-pull schemes publish their responses (a topic exchange: each scheme's broker
+/// user may publish only with its own Endpoint id as routing key).
+pub const REPLIES_EXCHANGE: &str = "sp.replies";
+pub const REPLIES_QUEUE: &str = "sp.replies";
 
 /// How many times a quorum queue redelivers one message (consumer crashes, channel losses)
 /// before it dead-letters it to the parking queue.
@@ -123,11 +127,15 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
     Ok(())
 }
 
-async fn declare_exchange(channel: &Channel, name: &str) -> Result<(), BusError> {
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BusError> {
     channel
         .exchange_declare(
             name.into(),
-            ExchangeKind::Direct,
+            kind,
             ExchangeDeclareOptions {
                 durable: true,
                 ..ExchangeDeclareOptions::default()
@@ -175,8 +183,17 @@ pub async fn declare_work_queue(
 /// Declare the whole topology. Safe to call on every start and every reconnect.
 pub async fn declare(channel: &Channel, spec: &Spec) -> Result<(), BusError> {
     for exchange in [REFERRALS_EXCHANGE, RECORDS_EXCHANGE, EVENTS_EXCHANGE] {
-        declare_exchange(channel, exchange).await?;
+        declare_exchange(channel, exchange, ExchangeKind::Direct).await?;
     }
+    declare_exchange(channel, REPLIES_EXCHANGE, ExchangeKind::Topic).await?;
+    declare_work_queue(
+        channel,
+        REPLIES_QUEUE,
+        REPLIES_EXCHANGE,
+        "#",
+        &spec.retry_delays,
+    )
+    .await?;
     declare_work_queue(
         channel,
         EVENTS_QUEUE,

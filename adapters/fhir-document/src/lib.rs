@@ -64,7 +64,11 @@ impl LetterFiling {
 }
 
 impl Handler for LetterFiling {
-    fn handle<'a>(&'a self, envelope: &'a Envelope, _attempt: u32) -> HandlerFuture<'a> {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        _meta: &'a signpost_bus::consume::Meta,
+    ) -> HandlerFuture<'a> {
         Box::pin(self.file(envelope))
     }
 }

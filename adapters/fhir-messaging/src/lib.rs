@@ -80,7 +80,11 @@ impl SchemeDelivery {
 }
 
 impl Handler for SchemeDelivery {
-    fn handle<'a>(&'a self, envelope: &'a Envelope, _attempt: u32) -> HandlerFuture<'a> {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        _meta: &'a signpost_bus::consume::Meta,
+    ) -> HandlerFuture<'a> {
         Box::pin(self.deliver(envelope))
     }
 }
