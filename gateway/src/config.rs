@@ -274,6 +274,38 @@ mod tests {
     }
 
     #[test]
+    fn the_example_settings_file_parses_and_holds_the_defaults() {
+        let s: Settings =
+            toml::from_str(include_str!("../../deploy/signpost.example.toml")).unwrap();
+        let d = Settings::default();
+        assert_eq!(
+            (
+                s.listen,
+                s.adapters.clone(),
+                s.delivery.retry_delays_ms.clone()
+            ),
+            (d.listen, d.adapters, d.delivery.retry_delays_ms)
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_come_from_the_environment_by_endpoint_id() {
+        let mut s = Settings::default();
+        s.apply_env_secrets([
+            (
+                "SIGNPOST_WEBHOOK_SECRET_SCHEME_A".to_owned(),
+                "x".to_owned(),
+            ),
+            ("OTHER".to_owned(), "y".to_owned()),
+        ]);
+        assert_eq!(
+            s.webhook_secrets.get("scheme-a").map(Secret::expose),
+            Some("x")
+        );
+        assert_eq!(s.webhook_secrets.len(), 1);
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         assert!(toml::from_str::<Settings>("lissen = \"x\"").is_err());
     }
