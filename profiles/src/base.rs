@@ -23,7 +23,7 @@ use jsonschema::{Draft, Registry, Validator};
 use serde_json::{json, Value};
 
 use crate::issue::Issue;
-use crate::path::{child, index, join};
+use crate::path::{child, index};
 use crate::LoadError;
 
 const SCHEMA_URI: &str = "http://hl7.org/fhir/json-schema/4.0";
@@ -85,6 +85,19 @@ const REQUIRED_PRIMITIVES: &[(&str, &[&str])] = &[
         "MessageDefinition",
         &["status", "date", "eventCoding|eventUri"],
     ),
+];
+
+/// Required primitives inside backbone elements: (resource type, element, required children).
+const REQUIRED_NESTED: &[(&str, &str, &[&str])] = &[
+    ("MessageHeader", "response", &["identifier", "code"]),
+    ("MessageHeader", "source", &["endpoint"]),
+    ("MessageHeader", "destination", &["endpoint"]),
+    ("OperationOutcome", "issue", &["severity", "code"]),
+    ("Bundle", "link", &["relation", "url"]),
+    ("Composition", "relatesTo", &["code"]),
+    ("Composition", "attester", &["mode"]),
+    ("Questionnaire", "item", &["linkId", "type"]),
+    ("QuestionnaireResponse", "item", &["linkId"]),
 ];
 
 impl Base {
@@ -177,11 +190,12 @@ impl Base {
             let (code, diagnostics) = describe(&e);
             issues.push(Issue::structure(
                 code,
-                join(expr, &e.instance_path().to_string()),
+                crate::path::of_error(expr, &e),
                 diagnostics,
             ));
         }
         required_primitives(ty, resource, expr, issues);
+        required_nested(ty, resource, expr, issues);
         narrative(resource, expr, issues);
         if ty == "Bundle" {
             bundle_invariants(resource, expr, issues);
@@ -373,6 +387,31 @@ fn required_primitives(ty: &str, resource: &Value, expr: &str, issues: &mut Vec<
                 child(expr, name),
                 format!("{what} is required in R4"),
             ));
+        }
+    }
+}
+
+fn required_nested(ty: &str, resource: &Value, expr: &str, issues: &mut Vec<Issue>) {
+    for (_, element, children) in REQUIRED_NESTED.iter().filter(|(t, _, _)| *t == ty) {
+        let values: Vec<(String, &Value)> = match resource.get(*element) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (index(&child(expr, element), i), v))
+                .collect(),
+            Some(v @ Value::Object(_)) => vec![(child(expr, element), v)],
+            _ => continue,
+        };
+        for (at, v) in values {
+            for c in *children {
+                if !present(v, c) {
+                    issues.push(Issue::structure(
+                        "required",
+                        child(&at, c),
+                        format!("{ty}.{element}.{c} is required in R4"),
+                    ));
+                }
+            }
         }
     }
 }

@@ -19,6 +19,23 @@ pub fn join(base: &str, pointer: &str) -> String {
     out
 }
 
+/// Where a schema error is: its instance path, plus the element itself when the error is a
+/// missing required element or a single unknown one (the parent alone says too little).
+pub fn of_error(base: &str, e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    let at = join(base, &e.instance_path().to_string());
+    match e.kind() {
+        K::Required { property } => match property.as_str() {
+            Some(p) => child(&at, p),
+            None => at,
+        },
+        K::AdditionalProperties { unexpected } if unexpected.len() == 1 => {
+            child(&at, &unexpected[0])
+        }
+        _ => at,
+    }
+}
+
 /// `base.child`.
 pub fn child(base: &str, name: &str) -> String {
     if base.is_empty() {

@@ -115,7 +115,7 @@ impl Signpost {
                 let (code, diagnostics) = describe(&e, p);
                 issues.push(Issue::profile(
                     code,
-                    join(expr, &e.instance_path().to_string()),
+                    crate::path::of_error(expr, &e),
                     diagnostics,
                 ));
             }
@@ -123,6 +123,20 @@ impl Signpost {
         match p.id {
             "sp-patient" => nhs_number(resource, expr, issues),
             "sp-task" => task_reason(resource, expr, issues),
+            "sp-referral" if bundle.is_none() => {
+                literal_type(
+                    resource.get("subject"),
+                    &["Patient"],
+                    &child(expr, "subject"),
+                    issues,
+                );
+                literal_type(
+                    resource.get("requester"),
+                    &["Practitioner", "PractitionerRole", "Organization"],
+                    &child(expr, "requester"),
+                    issues,
+                );
+            }
             "sp-referral" => {
                 if let Some(b) = bundle {
                     expect_target(
@@ -275,38 +289,50 @@ impl Signpost {
     }
 }
 
+/// An issue code and a sentence for a profile error, never quoting the instance's value:
+/// - a message event or referral code Signpost does not take: `not-supported` (it says what kind
+///   of message this is, and Signpost does not handle that kind);
+/// - a code outside the allowed ones (fixed codes, enumerations, codings): `code-invalid`;
+/// - something missing (elements, items, an identifier of the required system): `required`;
+/// - anything else: `value`.
 fn describe(e: &jsonschema::ValidationError<'_>, p: &ProfileInfo) -> (&'static str, String) {
     use jsonschema::error::ValidationErrorKind as K;
-    let what = match e.kind() {
-        K::Required { property } => {
-            return ("required", format!("{}: {property} is required", p.title))
-        }
-        K::Contains => {
-            return (
-                "required",
-                format!(
-                    "{}: no element here has the required system and code",
-                    p.title
-                ),
-            )
-        }
-        K::MinItems { .. } => {
-            return (
-                "required",
-                format!("{}: at least one item is required", p.title),
-            )
-        }
-        K::Constant { expected_value } => format!("must be {expected_value}"),
-        K::Enum { options } => format!("must be one of {options}"),
-        K::Pattern { .. } => "does not have the required format".to_owned(),
-        K::AnyOf { .. } => "needs data or a url".to_owned(),
-        _ => e.masked().to_string(),
+    let at = e.instance_path().to_string();
+    let kind_of_message = at.ends_with("/eventCoding/code")
+        || (p.id == "sp-referral" || p.id == "sp-referral-message") && at.ends_with("/code/coding");
+    let on_coding = e.schema_path().to_string().contains("/coding/");
+    let (code, what) = match e.kind() {
+        K::Required { property } => ("required", format!("{property} is required")),
+        K::Contains if on_coding => (
+            "code-invalid",
+            "no coding here has the required system and code".to_owned(),
+        ),
+        K::Contains => (
+            "required",
+            "no element here has the required system and value".to_owned(),
+        ),
+        K::MinItems { .. } => ("required", "at least one item is required".to_owned()),
+        K::AnyOf { .. } => ("required", "an attachment needs data or a url".to_owned()),
+        K::Constant { expected_value } => (
+            "code-invalid",
+            format!("the value must be {expected_value}"),
+        ),
+        K::Enum { options } => (
+            "code-invalid",
+            format!("the value must be one of {options}"),
+        ),
+        K::Pattern { .. } => (
+            "value",
+            "the value does not have the required format".to_owned(),
+        ),
+        _ => ("value", e.masked().to_string()),
     };
-    let code = match e.kind() {
-        K::Enum { .. } => "code-invalid",
-        _ => "value",
+    let code = if kind_of_message {
+        "not-supported"
+    } else {
+        code
     };
-    (code, format!("{}: the value {what}", p.title))
+    (code, format!("{}: {what}", p.title))
 }
 
 /// Mod 11: 10 digits, weights 10..2 on the first nine, check digit 11 − (sum mod 11), 11 → 0,
@@ -357,6 +383,32 @@ fn task_reason(task: &Value, expr: &str, issues: &mut Vec<Issue>) {
             "required",
             child(expr, "statusReason"),
             format!("A Task that is {status} needs a statusReason"),
+        ));
+    }
+}
+
+/// Outside a Bundle, a literal `Type/id` reference must name one of `types` (`urn:` and
+/// logical references cannot be checked and pass).
+fn literal_type(reference: Option<&Value>, types: &[&str], expr: &str, issues: &mut Vec<Issue>) {
+    let Some(r) = reference
+        .and_then(|r| r.get("reference"))
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    if r.starts_with("urn:") || r.starts_with('#') {
+        return;
+    }
+    let mut parts = r.rsplit('/');
+    let t = match (parts.next(), parts.next()) {
+        (Some(_id), Some(t)) => t,
+        _ => return,
+    };
+    if !types.contains(&t) {
+        issues.push(Issue::profile(
+            "invariant",
+            expr.to_owned(),
+            format!("must reference a {}", types.join(" or ")),
         ));
     }
 }

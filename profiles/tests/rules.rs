@@ -47,7 +47,11 @@ fn base_r4_reports_unknown_elements_wrong_types_and_bad_dates_with_their_locatio
     b["entry"][2]["resource"]["favouriteColour"] = json!("blue");
     assert_eq!(
         first(&check(&b, None)),
-        ("structure", "REC_BAD_REQUEST", "Bundle.entry[2].resource")
+        (
+            "structure",
+            "REC_BAD_REQUEST",
+            "Bundle.entry[2].resource.favouriteColour"
+        )
     );
     let mut b = referral();
     b["entry"][2]["resource"]["birthDate"] = json!(1990);
@@ -129,7 +133,7 @@ fn the_referral_profile_needs_the_sp_code_and_its_elements() {
     assert_eq!(
         first(&check(&b, Some("sp-referral-message"))),
         (
-            "required",
+            "not-supported",
             "REC_UNPROCESSABLE_ENTITY",
             "Bundle.entry[1].resource.code.coding"
         )
@@ -141,7 +145,7 @@ fn the_referral_profile_needs_the_sp_code_and_its_elements() {
         .remove("authoredOn");
     assert_eq!(
         first(&check(&b, Some("sp-referral-message"))).2,
-        "Bundle.entry[1].resource"
+        "Bundle.entry[1].resource.authoredOn"
     );
 }
 
@@ -218,7 +222,7 @@ fn the_message_header_must_have_the_bars_request_event_and_a_reason() {
     assert_eq!(
         first(&check(&b, Some("sp-referral-message"))),
         (
-            "value",
+            "not-supported",
             "REC_UNPROCESSABLE_ENTITY",
             "Bundle.entry[0].resource.eventCoding.code"
         )
@@ -241,7 +245,7 @@ fn the_patient_profile_checks_the_verification_status_code() {
     p.as_object_mut().unwrap().remove("birthDate");
     assert_eq!(
         first(&check(&p, Some("sp-patient"))),
-        ("required", "REC_UNPROCESSABLE_ENTITY", "Patient")
+        ("required", "REC_UNPROCESSABLE_ENTITY", "Patient.birthDate")
     );
 }
 
@@ -262,6 +266,41 @@ fn a_closing_task_needs_a_reason_and_the_lifecycle_statuses_only() {
 }
 
 #[test]
+fn a_standalone_referral_names_a_patient_and_a_person_or_organisation() {
+    let mut sr = referral()["entry"][1]["resource"].clone();
+    sr["subject"] = json!({"reference": "Patient/p1"});
+    sr["requester"] = json!({"reference": "https://gp.example.org/fhir/Practitioner/d1"});
+    assert!(
+        check(&sr, Some("sp-referral")).is_valid(),
+        "{:#?}",
+        check(&sr, Some("sp-referral")).issues
+    );
+    sr["subject"] = json!({"reference": "Group/g1"});
+    assert_eq!(
+        first(&check(&sr, Some("sp-referral"))),
+        (
+            "invariant",
+            "REC_UNPROCESSABLE_ENTITY",
+            "ServiceRequest.subject"
+        )
+    );
+}
+
+#[test]
+fn base_r4_requires_elements_inside_backbone_elements() {
+    let h = json!({"resourceType": "MessageHeader", "eventCoding": {"system": "x", "code": "y"},
+        "source": {"endpoint": "http://a"}, "response": {"code": "ok"}});
+    assert_eq!(
+        first(&check(&h, None)),
+        (
+            "required",
+            "REC_BAD_REQUEST",
+            "MessageHeader.response.identifier"
+        )
+    );
+}
+
+#[test]
 fn an_outcome_letter_is_a_titled_composition_or_an_attached_document() {
     let c = json!({"resourceType": "Composition", "status": "final", "type": {"text": "letter"}, "subject": {"display": "x"},
         "date": "2026-01-01", "title": "Outcome", "author": [{"display": "Scheme"}],
@@ -278,7 +317,7 @@ fn an_outcome_letter_is_a_titled_composition_or_an_attached_document() {
         .remove("title");
     assert_eq!(
         first(&check(&no_title, Some("sp-outcome-letter"))).2,
-        "Composition.section[0]"
+        "Composition.section[0].title"
     );
     let d = json!({"resourceType": "DocumentReference", "status": "current", "subject": {"display": "x"},
         "content": [{"attachment": {"contentType": "application/pdf"}}]});
