@@ -149,6 +149,23 @@ async fn a_parked_referral_is_listed_with_its_reason_and_replayed_exactly_once()
     gw.stop().await;
 }
 
+/// Send `n` copies of a fixture referral, each with its own Bundle.id (tagged with `tag`).
+async fn send_copies(world: &World, gw: &Gateway, fixture: &str, tag: char, n: usize) {
+    let message: Value =
+        serde_json::from_slice(&signpost_tests::env::read_fixture(fixture)).unwrap();
+    for i in 0..n {
+        let mut m = message.clone();
+        m["id"] = json!(format!("6b1f3c1e-8f0a-4c55-9d2e-00000000{tag}{i:03}"));
+        let (rid, cid) = (crate::helpers::new_id(), crate::helpers::new_id());
+        let r = world
+            .client
+            .process_message(&gw.fhir, &rid, &cid, m.to_string().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
 /// A stand-in scheme that accepts connections and never answers.
 async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
     let listener = bind().await;
@@ -191,46 +208,10 @@ async fn a_scheme_that_is_down_does_not_slow_delivery_to_a_healthy_one() {
     let gw = Gateway::start(|addr| world.settings(addr)).await;
 
     // First a backlog for the silent scheme (each attempt waits out the 2 s delivery time-out)...
-    let hillview: Value = serde_json::from_slice(&signpost_tests::env::read_fixture(
-        "gp-system/referral-new-hillview.json",
-    ))
-    .unwrap();
-    for i in 0..8 {
-        let mut m = hillview.clone();
-        m["id"] = json!(format!("6b1f3c1e-8f0a-4c55-9d2e-00000000d{i:03}"));
-        let r = world
-            .client
-            .process_message(
-                &gw.fhir,
-                &crate::helpers::new_id(),
-                &crate::helpers::new_id(),
-                m.to_string().into_bytes(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    send_copies(&world, &gw, "gp-system/referral-new-hillview.json", 'd', 8).await;
     // ...then referrals for the healthy one.
     let started = Instant::now();
-    let riverside: Value = serde_json::from_slice(&signpost_tests::env::read_fixture(
-        "gp-system/referral-new.json",
-    ))
-    .unwrap();
-    for i in 0..5 {
-        let mut m = riverside.clone();
-        m["id"] = json!(format!("6b1f3c1e-8f0a-4c55-9d2e-00000000e{i:03}"));
-        let r = world
-            .client
-            .process_message(
-                &gw.fhir,
-                &crate::helpers::new_id(),
-                &crate::helpers::new_id(),
-                m.to_string().into_bytes(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    send_copies(&world, &gw, "gp-system/referral-new.json", 'e', 5).await;
     assert_eventually!(
         20,
         "the healthy scheme gets its five",
