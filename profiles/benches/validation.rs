@@ -85,12 +85,12 @@ fn main() {
         "typical referral message",
         &profiles,
         &with_observations(fixture.clone(), 4),
-        20_000,
+        typical_n,
     );
     measure(
         "large referral message",
         &profiles,
         &with_observations(fixture, 120),
-        2_000,
+        large_n,
     );
 }
