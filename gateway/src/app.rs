@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use signpost_bus::consume::{supervise, ConsumeSettings};
-use signpost_bus::directory::EndpointKind;
 use signpost_bus::http::HttpClient;
 use signpost_bus::{topology, Directory, Handler, QueueConsumer, RetryPolicy};
 use tokio::net::TcpListener;
@@ -28,12 +27,13 @@ pub const ADAPTERS: &[&str] = &[
     signpost_adapter_fhir_messaging::NAME,
     signpost_adapter_fhir_document::NAME,
     signpost_adapter_webhook::NAME,
+    signpost_adapter_hl7v2::adapter::NAME,
 ];
 
 fn topology_spec(directory: &Directory, settings: &Settings) -> topology::Spec {
     topology::Spec {
         referral_targets: directory.referral_targets(),
-        record_targets: directory.targets(EndpointKind::FhirRest),
+        record_targets: directory.record_targets(),
         retry_delays: settings.delivery.retry_delays(),
     }
 }
@@ -174,6 +174,7 @@ pub async fn run_adapters(
     let directory = load_directory(settings)?;
     let http = HttpClient::new(Duration::from_millis(settings.delivery.timeout_ms));
     let mut queues = Vec::new();
+    let mut inbound = Vec::new();
     for name in names {
         match name.as_str() {
             signpost_adapter_fhir_messaging::NAME => queues.extend(
@@ -203,6 +204,31 @@ pub async fn run_adapters(
                 })?;
                 queues.extend(delivery.queues());
             }
+            signpost_adapter_hl7v2::adapter::NAME => {
+                queues.extend(
+                    signpost_adapter_hl7v2::adapter::LetterFiling::new(
+                        directory.clone(),
+                        Duration::from_millis(settings.delivery.timeout_ms),
+                    )
+                    .queues(),
+                );
+                if let Some(addr) = settings.hl7v2_listen {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding the MLLP listener {addr}"))?;
+                    tracing::info!(listen = %addr, "MLLP listener for HL7 v2 GP systems");
+                    let gateway = format!("http://{}/fhir", settings.listen);
+                    let stop = shutdown.clone();
+                    inbound.push(tokio::spawn(
+                        signpost_adapter_hl7v2::adapter::serve_inbound(
+                            listener,
+                            gateway,
+                            http.clone(),
+                            async move { stop.cancelled().await },
+                        ),
+                    ));
+                }
+            }
             other => anyhow::bail!(
                 "unknown adapter {other:?}; this build has {}",
                 ADAPTERS.join(", ")
@@ -210,14 +236,17 @@ pub async fn run_adapters(
         }
     }
     tracing::info!(adapters = %names.join(","), queues = queues.len(), "adapters starting");
-    supervise(
+    let consumers = supervise(
         settings.amqp_url.expose().to_owned(),
         format!("signpost-adapter-{}", names.join("+")),
         topology_spec(&directory, settings),
         queues,
         consume_settings(settings, true),
         shutdown,
-    )
-    .await;
+    );
+    consumers.await;
+    for listener in inbound {
+        let _ = listener.await;
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! | `amqp_url` | `SIGNPOST_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
 //! | `database_url` | `SIGNPOST_DATABASE_URL` | `sqlite://signpost.db` (created if missing) |
 //! | `directory` | `SIGNPOST_DIRECTORY` | `deploy/directory.example.json` |
-//! | `adapters` | `SIGNPOST_ADAPTERS` (comma list) | all: `fhir-messaging,fhir-document,webhook` |
+//! | `adapters` | `SIGNPOST_ADAPTERS` (comma list) | all: `fhir-messaging,fhir-document,webhook,hl7v2` |
 //! | `source_endpoint` | `SIGNPOST_SOURCE_ENDPOINT` | `https://signpost.example.org/fhir/Id/gateway\|signpost` |
 //! | `delivery.timeout_ms` | `SIGNPOST_DELIVERY_TIMEOUT_MS` | `10000` |
 //! | `delivery.retry_delays_ms` | `SIGNPOST_RETRY_DELAYS_MS` (comma list) | `1000,5000,30000,120000,600000,3600000` |
@@ -15,6 +15,7 @@
 //! | `delivery.prefetch` | – | `16` |
 //! | `http.max_body_bytes` | – | `10485760` |
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
+//! | `hl7v2_listen` | `SIGNPOST_HL7V2_LISTEN` | none (no MLLP listener) |
 //! | `webhook_secrets.<endpoint-id>` | `SIGNPOST_WEBHOOK_SECRET_<ENDPOINT_ID>` | none (required for each signed-webhook endpoint) |
 //!
 //! The AMQP and database URLs may hold passwords: they live in [`Secret`], which prints as
@@ -62,6 +63,8 @@ pub struct Settings {
     /// Each signed-webhook endpoint's secret, by Endpoint id (`[webhook_secrets]` table;
     /// `SIGNPOST_WEBHOOK_SECRET_<ID>` with the id upper-cased and `-` as `_`).
     pub webhook_secrets: std::collections::BTreeMap<String, Secret>,
+    /// Where the `hl7v2` adapter listens for MLLP from HL7 v2 GP systems; none by default.
+    pub hl7v2_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,11 +94,13 @@ impl Default for Settings {
                 signpost_adapter_fhir_messaging::NAME.to_owned(),
                 signpost_adapter_fhir_document::NAME.to_owned(),
                 signpost_adapter_webhook::NAME.to_owned(),
+                "hl7v2".to_owned(),
             ],
             source_endpoint: "https://signpost.example.org/fhir/Id/gateway|signpost".to_owned(),
             delivery: Delivery::default(),
             http: Http::default(),
             webhook_secrets: Default::default(),
+            hl7v2_listen: None,
         }
     }
 }
@@ -180,6 +185,9 @@ impl Settings {
         }
         if let Some(v) = var("SIGNPOST_LISTEN") {
             self.listen = parse("SIGNPOST_LISTEN", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_HL7V2_LISTEN") {
+            self.hl7v2_listen = Some(parse("SIGNPOST_HL7V2_LISTEN", &v)?);
         }
         if let Some(v) = var("SIGNPOST_AMQP_URL") {
             self.amqp_url = Secret::new(v);

@@ -47,6 +47,8 @@ pub enum EndpointKind {
     Webhook,
     /// The scheme consumes its own queue with its own broker user; no adapter delivers.
     QueuePull,
+    /// A GP system taking MDM^T02 letters over MLLP (`mllp://host:port`): the `hl7v2` adapter.
+    Hl7v2Mllp,
 }
 
 /// Signpost's own Endpoint connection types (the HL7 code system has none for these).
@@ -254,6 +256,7 @@ impl Directory {
                 (ENDPOINT_CONNECTION_TYPE, "hl7-fhir-rest") => EndpointKind::FhirRest,
                 (SIGNPOST_CONNECTION_TYPE, "signed-webhook") => EndpointKind::Webhook,
                 (SIGNPOST_CONNECTION_TYPE, "queue-pull") => EndpointKind::QueuePull,
+                (SIGNPOST_CONNECTION_TYPE, "hl7v2-mllp") => EndpointKind::Hl7v2Mllp,
                 _ => {
                     return Err(invalid(format!(
                     "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
@@ -263,7 +266,16 @@ impl Directory {
             let address = str_at(r, "/address")
                 .ok_or_else(|| invalid(format!("Endpoint/{id} has no address")))?
                 .to_owned();
-            if kind != EndpointKind::QueuePull
+            // Plain MLLP carries patient data unencrypted: loopback only (a TLS sidecar) until
+            // MLLP over TLS is wired in.
+            if kind == EndpointKind::Hl7v2Mllp
+                && !is_loopback(&address.replacen("mllp://", "http://", 1))
+            {
+                return Err(invalid(format!(
+                    "Endpoint/{id}: an hl7v2-mllp address must be mllp:// on loopback"
+                )));
+            }
+            if !matches!(kind, EndpointKind::QueuePull | EndpointKind::Hl7v2Mllp)
                 && !(address.starts_with("https://") || is_loopback(&address))
             {
                 return Err(invalid(format!(
@@ -296,10 +308,10 @@ impl Directory {
                 .map(str::to_owned);
             if let Some(ep) = &gp_endpoint {
                 match endpoints.get(ep) {
-                    Some(e) if e.kind == EndpointKind::FhirRest => {}
+                    Some(e) if matches!(e.kind, EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp) => {}
                     Some(_) => {
                         return Err(invalid(format!(
-                            "Organization/{id}: its GP system Endpoint/{ep} must be hl7-fhir-rest"
+                            "Organization/{id}: its GP system Endpoint/{ep} must be hl7-fhir-rest or hl7v2-mllp"
                         )))
                     }
                     None => {
@@ -429,7 +441,7 @@ impl Directory {
         handler: std::sync::Arc<dyn crate::Handler>,
     ) -> Vec<crate::QueueConsumer> {
         let side = match kind {
-            EndpointKind::FhirRest => crate::topology::Side::Records,
+            EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp => crate::topology::Side::Records,
             _ => crate::topology::Side::Referrals,
         };
         self.targets(kind)
@@ -448,6 +460,18 @@ impl Directory {
             .endpoints
             .values()
             .filter(|e| e.kind.is_referral_side())
+            .map(|e| e.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Endpoint ids of GP systems that take letters (FHIR REST or HL7 v2), sorted.
+    pub fn record_targets(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .endpoints
+            .values()
+            .filter(|e| matches!(e.kind, EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp))
             .map(|e| e.id.clone())
             .collect();
         ids.sort();

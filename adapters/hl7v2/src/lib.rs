@@ -45,6 +45,7 @@
 //! ```
 
 pub mod ack;
+pub mod adapter;
 mod datetime;
 pub mod mdm;
 pub mod message;

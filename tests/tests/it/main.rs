@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod hl7v2;
+
 mod bad_input;
 mod crash_recovery;
 mod delivery;
