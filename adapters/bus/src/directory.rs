@@ -275,9 +275,9 @@ impl Directory {
                     "Endpoint/{id}: an hl7v2-mllp address must be mllp:// on loopback"
                 )));
             }
-            if !matches!(kind, EndpointKind::QueuePull | EndpointKind::Hl7v2Mllp)
-                && !(address.starts_with("https://") || is_loopback(&address))
-            {
+            let http_kind = !matches!(kind, EndpointKind::QueuePull | EndpointKind::Hl7v2Mllp);
+            let safe = address.starts_with("https://") || is_loopback(&address);
+            if http_kind && !safe {
                 return Err(invalid(format!(
                     "Endpoint/{id}: address must be https (plain http only on loopback)"
                 )));
