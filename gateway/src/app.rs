@@ -113,6 +113,8 @@ pub async fn run_gateway(
         outbox_ready,
         metrics: metrics.clone(),
         profiles: Arc::new(profiles),
+        record_events: crate::record_event::Mapping::shipped()
+            .context("profiles/record-events.json")?,
     });
     let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder {
         store: store.clone(),

@@ -29,6 +29,7 @@ pub mod fhir;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod record_event;
 pub mod referral;
 pub mod relay;
 pub mod replies;

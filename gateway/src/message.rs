@@ -15,6 +15,8 @@ pub enum Event {
     Request,
     /// `servicerequest-response`: a scheme's update on a referral.
     Response,
+    /// A coded entry added to a GP record (Signpost's record-event code system).
+    RecordEvent,
 }
 
 /// A parsed message Bundle.
@@ -82,6 +84,7 @@ pub fn parse(body: &[u8]) -> Result<Message, ApiError> {
     let event = match (system, code) {
         (fhir::EVENTS_BARS | fhir::EVENTS_BARS_ALT, "servicerequest-request") => Event::Request,
         (fhir::EVENTS_BARS | fhir::EVENTS_BARS_ALT, "servicerequest-response") => Event::Response,
+        (crate::record_event::RECORD_EVENTS, crate::record_event::CODED_ENTRY_ADDED) => Event::RecordEvent,
         _ => {
             return Err(ApiError::not_supported(format!(
                 "Event {system}|{code} is not supported; see GET /fhir/metadata for the supported messages"

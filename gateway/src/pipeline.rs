@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::fhir::{self, has_coding, identifier_value, str_at, type_of};
 use crate::message::{self, Event, Message};
 use crate::metrics::Metrics;
+use crate::record_event;
 use crate::referral::{self, NewIds, ReferralInput};
 use crate::store::{now_ms, OutboxRow, ReferralRow, Store, StoreError, WriteTx};
 
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Compiled profiles, shared.
     pub profiles: Arc<signpost_profiles::Profiles>,
+    /// What each coded entry in a GP record does (`profiles/record-events.json`).
+    pub record_events: record_event::Mapping,
 }
 
 impl From<StoreError> for ApiError {
@@ -86,6 +89,7 @@ impl Gateway {
                 }
             }
             Event::Response => self.scheme_response(ids, &msg).await,
+            Event::RecordEvent => self.record_event(ids, &msg).await,
         };
         if result.is_ok() {
             self.outbox_ready.notify_one();
@@ -104,6 +108,7 @@ impl Gateway {
             Event::Request if cancelling => None,
             Event::Request => Some("sp-referral-message"),
             Event::Response => Some("sp-scheme-response"),
+            Event::RecordEvent => None,
         };
         let outcome = match profile {
             Some(p) => self
@@ -251,26 +256,163 @@ impl Gateway {
                 before.task_status
             )));
         }
+        let reason_text = str_at(sr, "/reasonCode/0/text").unwrap_or("Cancelled by the referrer");
+        let bars_reason = msg.reason.clone().unwrap_or_else(|| "update".to_owned());
+        let c = self.cancellation(
+            ids,
+            &before,
+            &status,
+            reason_text,
+            sr.get("reasonCode"),
+            &bars_reason,
+        );
+        let mut tx = self.store.begin().await?;
+        record_request(&mut tx, ids, 200, &c.message).await?;
+        self.write_cancellation(
+            &mut tx,
+            &before,
+            &c,
+            &format!("Cancelled by the referrer ({status})"),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(referral = %before.id, "referral cancelled");
+        Ok((StatusCode::OK, c.message))
+    }
+
+    /// A coded entry added to a GP record: what `profiles/record-events.json` says its code does.
+    async fn record_event(
+        &self,
+        ids: &RequestIds,
+        msg: &Message,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let entry = msg.focus().1;
+        if !matches!(
+            type_of(entry),
+            Some("Procedure" | "Observation" | "ServiceRequest")
+        ) {
+            return Err(ApiError::invariant("The focus of a record event must be the recorded entry: a Procedure, Observation or ServiceRequest").at("MessageHeader.focus"));
+        }
+        let rule = self.record_events.rule_for(entry).ok_or_else(|| {
+            ApiError::not_supported("The entry's code has no record-event action in Signpost (see profiles/record-events.json)").at("code.coding")
+        })?;
+        match rule.action {
+            record_event::Action::Refer => {
+                let referral = record_event::referral_message(msg);
+                self.new_referral(ids, &referral).await
+            }
+            record_event::Action::Decline => self.declined(ids, msg, &rule.code).await,
+        }
+    }
+
+    /// Social prescribing declined: recorded, and the patient's open referrals from the practice
+    /// cancelled, in one transaction.
+    async fn declined(
+        &self,
+        ids: &RequestIds,
+        msg: &Message,
+        code: &str,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let entries = msg.entries();
+        let entry = msg.focus().1;
+        let patient = record_event::subject(entry)
+            .and_then(|s| entries.resolve(s))
+            .map(|(_, p)| p)
+            .filter(|p| type_of(p) == Some("Patient"))
+            .ok_or_else(|| {
+                ApiError::invariant("The entry's subject must be a Patient in the Bundle")
+                    .at("subject")
+            })?;
+        let nhs = identifier_value(patient, uris::NHS_NUMBER)
+            .filter(|n| fhir::nhs_number_is_valid(n))
+            .ok_or_else(|| {
+                ApiError::value("The Patient needs a valid NHS number").at("Patient.identifier")
+            })?;
+        let ods = msg
+            .header()
+            .get("sender")
+            .and_then(|s| entries.resolve(s))
+            .and_then(|(_, o)| identifier_value(o, uris::ODS_ORGANIZATION))
+            .ok_or_else(|| {
+                ApiError::required("MessageHeader.sender must be the practice, with its ODS code")
+                    .at("MessageHeader.sender")
+            })?;
+        let open: Vec<ReferralRow> = self
+            .store
+            .referrals_for_nhs_number(nhs)
+            .await?
+            .into_iter()
+            .filter(|r| r.practice_ods == ods && !referral::is_terminal(&r.task_status))
+            .collect();
+        let text = format!("Recorded: social prescribing declined; {} open referral(s) from practice {ods} cancelled", open.len());
+        let answer = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": text}]});
+        let mut tx = self.store.begin().await?;
+        record_request(&mut tx, ids, 200, &answer).await?;
+        match tx
+            .insert_record_event(&msg.id, nhs, ods, code, "decline")
+            .await
+        {
+            Err(StoreError::Duplicate) => {
+                return Err(
+                    ApiError::duplicate("This record event was already processed").at("Bundle.id"),
+                )
+            }
+            other => other?,
+        }
+        for before in &open {
+            let c = self.cancellation(
+                ids,
+                before,
+                "revoked",
+                "Social prescribing declined (recorded in the GP record)",
+                None,
+                "update",
+            );
+            self.write_cancellation(
+                &mut tx,
+                before,
+                &c,
+                &format!("Declined in the GP record (SNOMED CT {code})"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            cancelled = open.len(),
+            "record event: social prescribing declined"
+        );
+        Ok((StatusCode::OK, answer))
+    }
+
+    /// A referral's cancelled state and the cancellation message for its scheme.
+    fn cancellation(
+        &self,
+        ids: &RequestIds,
+        before: &ReferralRow,
+        status: &str,
+        reason_text: &str,
+        reason_code: Option<&Value>,
+        bars_reason: &str,
+    ) -> Cancellation {
         let now = now_rfc3339();
         let mut after = before.clone();
         after.version += 1;
         after.updated_ms = now_ms();
-        after.sr_status = status.clone();
+        after.sr_status = status.to_owned();
         after.task_status = "cancelled".to_owned();
         after.service_request["status"] = json!(status);
         after.service_request["meta"] =
             json!({"versionId": after.version.to_string(), "lastUpdated": now});
-        if let Some(reason) = sr.get("reasonCode") {
+        if let Some(reason) = reason_code {
             after.service_request["reasonCode"] = reason.clone();
         }
         after.task["status"] = json!("cancelled");
-        after.task["statusReason"] = json!({"text": str_at(sr, "/reasonCode/0/text").unwrap_or("Cancelled by the referrer")});
+        after.task["statusReason"] = json!({"text": reason_text});
         after.task["lastModified"] = json!(now);
         after.task["meta"] = json!({"versionId": after.version.to_string(), "lastUpdated": now});
-        let reason = msg.reason.clone().unwrap_or_else(|| "update".to_owned());
         let message = referral::build_cancellation(
             &before.message_bundle_id,
-            &reason,
+            bars_reason,
             &after.service_request,
             &after.task,
             &self.source_endpoint,
@@ -284,27 +426,35 @@ impl Gateway {
             ids.traceparent.clone(),
             message.clone(),
         );
-        let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &message).await?;
-        if !tx.update_referral(&after, before.version).await? {
+        Cancellation {
+            after,
+            message,
+            envelope,
+        }
+    }
+
+    async fn write_cancellation(
+        &self,
+        tx: &mut WriteTx,
+        before: &ReferralRow,
+        c: &Cancellation,
+        why: &str,
+    ) -> Result<(), ApiError> {
+        if !tx.update_referral(&c.after, before.version).await? {
             return Err(ApiError::unavailable(
                 "The referral changed while this request was processed; retry",
             ));
         }
-        tx.add_step(
-            &after.id,
-            "cancelled",
-            &format!("Cancelled by the referrer ({status})"),
-        )
-        .await?;
-        tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "cancellation"))
+        tx.add_step(&before.id, "cancelled", why).await?;
+        tx.add_outbox(&outbox_row(&c.envelope, REFERRALS_EXCHANGE, "cancellation"))
             .await?;
-        let queued = format!("Cancellation queued for endpoint {}", after.scheme_endpoint);
-        tx.add_step(&after.id, "cancellation-queued", &queued)
+        let queued = format!(
+            "Cancellation queued for endpoint {}",
+            before.scheme_endpoint
+        );
+        tx.add_step(&before.id, "cancellation-queued", &queued)
             .await?;
-        tx.commit().await?;
-        tracing::info!(referral = %after.id, "referral cancelled");
-        Ok((StatusCode::OK, message))
+        Ok(())
     }
 
     async fn scheme_response(
@@ -502,6 +652,13 @@ async fn record_request(
         Err(StoreError::Duplicate) => Err(duplicate_request()),
         other => Ok(other?),
     }
+}
+
+/// A cancellation, built: the referral's new state, and the message and envelope for its scheme.
+struct Cancellation {
+    after: ReferralRow,
+    message: Value,
+    envelope: Envelope,
 }
 
 /// The parts of a new referral message the gateway reads, each checked.

@@ -119,6 +119,14 @@ const SCHEMA: &[&str] = &[
         replayed_ms BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS parked_by_time ON parked (parked_ms)",
+    "CREATE TABLE IF NOT EXISTS record_events (
+        id TEXT PRIMARY KEY,
+        nhs_number TEXT NOT NULL,
+        practice_ods TEXT NOT NULL,
+        code TEXT NOT NULL,
+        action TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS documents (
         id TEXT PRIMARY KEY,
         referral_id TEXT NOT NULL,
@@ -627,6 +635,29 @@ impl WriteTx {
             Err(e) if is_unique(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Keep a record event on the patient's history. [`StoreError::Duplicate`] for an event id
+    /// seen before.
+    pub async fn insert_record_event(
+        &mut self,
+        id: &str,
+        nhs_number: &str,
+        practice_ods: &str,
+        code: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO record_events (id, nhs_number, practice_ods, code, action, at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id)
+            .bind(nhs_number)
+            .bind(practice_ods)
+            .bind(code)
+            .bind(action)
+            .bind(now_ms())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| if is_unique(&e) { StoreError::Duplicate } else { e.into() })?;
+        Ok(())
     }
 
     /// Mark a parked message replayed. `false` if it already was (a replay is done once).

@@ -14,6 +14,7 @@ mod loop_end_to_end;
 mod outbox;
 mod peers;
 mod reads;
+mod record_events;
 mod reliability;
 mod scale_out;
 mod schemes;
