@@ -28,6 +28,7 @@ pub const ADAPTERS: &[&str] = &[
     signpost_adapter_fhir_document::NAME,
     signpost_adapter_webhook::NAME,
     signpost_adapter_hl7v2::adapter::NAME,
+    signpost_adapter_mesh::NAME,
 ];
 
 fn topology_spec(directory: &Directory, settings: &Settings) -> topology::Spec {
@@ -144,6 +145,14 @@ pub async fn run_gateway(
         shutdown.clone(),
     ));
 
+    let ack_watch = tokio::spawn(crate::events::watch_letter_acks(
+        store.clone(),
+        metrics.clone(),
+        Duration::from_secs(settings.letter_ack_timeout_s),
+        Duration::from_millis((settings.letter_ack_timeout_s * 250).clamp(100, 60_000)),
+        shutdown.clone(),
+    ));
+
     let local = listener.local_addr()?;
     let api = Arc::new(Api {
         gateway,
@@ -160,6 +169,7 @@ pub async fn run_gateway(
     relay_stop.cancel();
     let _ = relay.await;
     let _ = events.await;
+    let _ = ack_watch.await;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -231,6 +241,12 @@ pub async fn run_adapters(
                     ));
                 }
             }
+            signpost_adapter_mesh::NAME => {
+                if let Some((sending, poller)) = mesh_adapter(settings, &directory, &http)? {
+                    queues.extend(sending.queues());
+                    inbound.push(tokio::spawn(poller.run(shutdown.clone())));
+                }
+            }
             other => anyhow::bail!(
                 "unknown adapter {other:?}; this build has {}",
                 ADAPTERS.join(", ")
@@ -251,4 +267,51 @@ pub async fn run_adapters(
         let _ = listener.await;
     }
     Ok(())
+}
+
+/// The `mesh` adapter from settings: `None` when neither the settings nor the directory have
+/// MESH in them (the adapter is then idle).
+fn mesh_adapter(
+    settings: &Settings,
+    directory: &Arc<Directory>,
+    http: &HttpClient,
+) -> anyhow::Result<
+    Option<(
+        signpost_adapter_mesh::adapter::LetterSending,
+        signpost_adapter_mesh::adapter::InboxPoller,
+    )>,
+> {
+    use signpost_adapter_mesh::{adapter, client};
+    let targets = directory.targets(signpost_bus::directory::EndpointKind::Mesh);
+    let Some(mesh) = &settings.mesh else {
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        anyhow::bail!(
+            "the directory has MESH endpoints ({}) but no MESH mailbox is set: set [mesh] or SIGNPOST_MESH_*",
+            targets.join(", ")
+        );
+    };
+    if !(mesh.url.starts_with("https://") || signpost_bus::directory::is_loopback(&mesh.url)) {
+        anyhow::bail!("mesh.url must be https (plain http only on loopback)");
+    }
+    let client = client::MeshClient::new(
+        &mesh.url,
+        client::Credentials {
+            mailbox: mesh.mailbox.clone(),
+            password: mesh.password.clone(),
+            shared_key: mesh.shared_key.clone(),
+        },
+        http.clone(),
+        mesh.chunk_bytes,
+    );
+    tracing::info!(mailbox = %mesh.mailbox, endpoints = targets.len(), "MESH mailbox for GP Connect Send Document");
+    Ok(Some((
+        adapter::LetterSending::new(directory.clone(), client.clone(), mesh.ods.clone()),
+        adapter::InboxPoller {
+            client,
+            amqp_url: settings.amqp_url.expose().to_owned(),
+            interval: Duration::from_millis(mesh.poll_interval_ms.max(10)),
+        },
+    )))
 }

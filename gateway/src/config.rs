@@ -17,6 +17,10 @@
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
 //! | `hl7v2_listen` | `SIGNPOST_HL7V2_LISTEN` | none (no MLLP listener) |
 //! | `webhook_secrets.<endpoint-id>` | `SIGNPOST_WEBHOOK_SECRET_<ENDPOINT_ID>` | none (required for each signed-webhook endpoint) |
+//! | `mesh.url`, `mesh.mailbox`, `mesh.password`, `mesh.shared_key`, `mesh.ods` | `SIGNPOST_MESH_URL`, `_MAILBOX`, `_PASSWORD`, `_SHARED_KEY`, `_ODS` | none (required when the directory has a `mesh` endpoint) |
+//! | `mesh.poll_interval_ms` | `SIGNPOST_MESH_POLL_INTERVAL_MS` | `60000` |
+//! | `mesh.chunk_bytes` | `SIGNPOST_MESH_CHUNK_BYTES` | `20971520` (20 MiB) |
+//! | `letter_ack_timeout_s` | `SIGNPOST_LETTER_ACK_TIMEOUT_S` | `172800` (48 h) |
 //!
 //! The AMQP and database URLs may hold passwords: they live in [`Secret`], which prints as
 //! `***`.
@@ -27,25 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A value that never prints.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use signpost_bus::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +51,42 @@ pub struct Settings {
     pub webhook_secrets: std::collections::BTreeMap<String, Secret>,
     /// Where the `hl7v2` adapter listens for MLLP from HL7 v2 GP systems; none by default.
     pub hl7v2_listen: Option<SocketAddr>,
+    /// Signpost's MESH mailbox, for GP Connect Send Document (`[mesh]`); none by default.
+    pub mesh: Option<Mesh>,
+    /// Letters sent over MESH: how long to wait for the business acknowledgement before the
+    /// timeline shows `letter-ack-missing` and an alert is raised.
+    pub letter_ack_timeout_s: u64,
+}
+
+/// Signpost's own MESH mailbox. Passwords and keys are [`Secret`]s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mesh {
+    /// The MESH server's root URL (`https://msg.int.spine2.ncrs.nhs.uk`); plain `http` only on
+    /// loopback (a local MESH sandbox).
+    pub url: String,
+    pub mailbox: String,
+    pub password: Secret,
+    /// The environment's shared HMAC key for the `NHSMESH` authorisation header.
+    pub shared_key: Secret,
+    /// `Mex-LocalID` and the ODS code in `Mex-Subject` when the scheme has none.
+    pub ods: String,
+    /// How often the inbox is polled for acknowledgements and error reports.
+    #[serde(default = "Mesh::default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Messages over this size are sent in chunks of this size (MESH takes up to 100 MB per
+    /// chunk; 20 MB is the usual client choice).
+    #[serde(default = "Mesh::default_chunk_bytes")]
+    pub chunk_bytes: usize,
+}
+
+impl Mesh {
+    fn default_poll_interval_ms() -> u64 {
+        60_000
+    }
+    fn default_chunk_bytes() -> usize {
+        20 * 1024 * 1024
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,12 +117,15 @@ impl Default for Settings {
                 signpost_adapter_fhir_document::NAME.to_owned(),
                 signpost_adapter_webhook::NAME.to_owned(),
                 "hl7v2".to_owned(),
+                signpost_adapter_mesh::NAME.to_owned(),
             ],
             source_endpoint: "https://signpost.example.org/fhir/Id/gateway|signpost".to_owned(),
             delivery: Delivery::default(),
             http: Http::default(),
             webhook_secrets: Default::default(),
             hl7v2_listen: None,
+            mesh: None,
+            letter_ack_timeout_s: 2 * 86_400,
         }
     }
 }
@@ -174,20 +199,11 @@ impl Settings {
 
     /// Apply `SIGNPOST_*` overrides read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
-                name,
-                message: e.to_string(),
-            })
-        }
         if let Some(v) = var("SIGNPOST_LISTEN") {
-            self.listen = parse("SIGNPOST_LISTEN", &v)?;
+            self.listen = parse_env("SIGNPOST_LISTEN", &v)?;
         }
         if let Some(v) = var("SIGNPOST_HL7V2_LISTEN") {
-            self.hl7v2_listen = Some(parse("SIGNPOST_HL7V2_LISTEN", &v)?);
+            self.hl7v2_listen = Some(parse_env("SIGNPOST_HL7V2_LISTEN", &v)?);
         }
         if let Some(v) = var("SIGNPOST_AMQP_URL") {
             self.amqp_url = Secret::new(v);
@@ -210,19 +226,99 @@ impl Settings {
             self.source_endpoint = v;
         }
         if let Some(v) = var("SIGNPOST_DELIVERY_TIMEOUT_MS") {
-            self.delivery.timeout_ms = parse("SIGNPOST_DELIVERY_TIMEOUT_MS", &v)?;
+            self.delivery.timeout_ms = parse_env("SIGNPOST_DELIVERY_TIMEOUT_MS", &v)?;
         }
         if let Some(v) = var("SIGNPOST_RETRY_DELAYS_MS") {
             self.delivery.retry_delays_ms = v
                 .split(',')
-                .map(|d| parse("SIGNPOST_RETRY_DELAYS_MS", d))
+                .map(|d| parse_env("SIGNPOST_RETRY_DELAYS_MS", d))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = var("SIGNPOST_RETRY_HORIZON_S") {
-            self.delivery.retry_horizon_s = parse("SIGNPOST_RETRY_HORIZON_S", &v)?;
+            self.delivery.retry_horizon_s = parse_env("SIGNPOST_RETRY_HORIZON_S", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_LETTER_ACK_TIMEOUT_S") {
+            self.letter_ack_timeout_s = parse_env("SIGNPOST_LETTER_ACK_TIMEOUT_S", &v)?;
+        }
+        self.apply_mesh_env(&var)?;
+        Ok(())
+    }
+
+    /// `SIGNPOST_MESH_URL`, `_MAILBOX`, `_PASSWORD`, `_SHARED_KEY`, `_ODS` (together they make a
+    /// `[mesh]` table when the file has none), `_POLL_INTERVAL_MS`, `_CHUNK_BYTES`.
+    fn apply_mesh_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let names = [
+            "SIGNPOST_MESH_URL",
+            "SIGNPOST_MESH_MAILBOX",
+            "SIGNPOST_MESH_PASSWORD",
+            "SIGNPOST_MESH_SHARED_KEY",
+            "SIGNPOST_MESH_ODS",
+        ];
+        let values: Vec<Option<String>> = names.iter().map(|n| var(n)).collect();
+        if self.mesh.is_none() && values.iter().any(Option::is_some) {
+            let missing: Vec<&str> = names
+                .iter()
+                .zip(&values)
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError::Env {
+                    name: "SIGNPOST_MESH_*",
+                    message: format!(
+                        "a MESH mailbox needs all of them; missing {}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+            self.mesh = Some(Mesh {
+                url: String::new(),
+                mailbox: String::new(),
+                password: Secret::default(),
+                shared_key: Secret::default(),
+                ods: String::new(),
+                poll_interval_ms: Mesh::default_poll_interval_ms(),
+                chunk_bytes: Mesh::default_chunk_bytes(),
+            });
+        }
+        let Some(mesh) = self.mesh.as_mut() else {
+            return Ok(());
+        };
+        let [url, mailbox, password, shared_key, ods] =
+            <[Option<String>; 5]>::try_from(values).unwrap_or_default();
+        if let Some(v) = url {
+            mesh.url = v;
+        }
+        if let Some(v) = mailbox {
+            mesh.mailbox = v;
+        }
+        if let Some(v) = password {
+            mesh.password = Secret::new(v);
+        }
+        if let Some(v) = shared_key {
+            mesh.shared_key = Secret::new(v);
+        }
+        if let Some(v) = ods {
+            mesh.ods = v;
+        }
+        if let Some(v) = var("SIGNPOST_MESH_POLL_INTERVAL_MS") {
+            mesh.poll_interval_ms = parse_env("SIGNPOST_MESH_POLL_INTERVAL_MS", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_MESH_CHUNK_BYTES") {
+            mesh.chunk_bytes = parse_env("SIGNPOST_MESH_CHUNK_BYTES", &v)?;
         }
         Ok(())
     }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        name,
+        message: e.to_string(),
+    })
 }
 
 impl Delivery {

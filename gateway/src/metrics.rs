@@ -25,6 +25,8 @@ pub struct Metrics {
     pub referrals_accepted: Counter,
     pub scheme_responses: Counter,
     pub letters_unroutable: Counter,
+    /// Letters refused by the GP side or not acknowledged in time: each needs a person.
+    pub letter_alerts: Counter,
     pub outbox_published: Counter,
     pub events_recorded: Counter,
     /// HTTP answers by status code.
@@ -60,6 +62,11 @@ impl Metrics {
             "signpost_letters_unroutable_total",
             "Letters with no GP system route.",
             self.letters_unroutable.get(),
+        );
+        counter(
+            "signpost_letter_alerts_total",
+            "Letters refused by the GP side (negative acknowledgement, MESH error report) or not acknowledged in time.",
+            self.letter_alerts.get(),
         );
         counter(
             "signpost_outbox_published_total",

@@ -216,6 +216,14 @@ impl Gateway {
             &format!("Routed to scheme {} ({})", scheme.name, scheme.id),
         )
         .await?;
+        // Kept for the outcome letter: a GP reads whose letter it is, and MESH routes on it.
+        tx.add_document(
+            &format!("{}-patient", row.id),
+            &row.id,
+            PATIENT_DOCUMENT,
+            patient,
+        )
+        .await?;
         tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "referral"))
             .await?;
         let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
@@ -555,18 +563,42 @@ impl Gateway {
         let mut letter_doc = None;
         if let Some(letter) = letter {
             let doc_id = uuid::Uuid::new_v4().to_string();
-            let scheme_org = self
-                .directory
-                .scheme(&before.scheme_id)
+            let scheme = self.directory.scheme(&before.scheme_id);
+            let scheme_org = scheme
                 .map(|s| s.organization.clone())
                 .unwrap_or_else(|| json!({"resourceType": "Organization"}));
+            let patient = self
+                .store
+                .latest_document(&before.id, PATIENT_DOCUMENT)
+                .await?
+                .map(|(_, p)| p);
+            let replaces = self
+                .store
+                .latest_document(&before.id, LETTER_DOCUMENT)
+                .await?
+                .map(|(id, _)| id);
+            let rendered = (type_of(letter) == Some("Composition")).then(|| {
+                let ctx = self.letter_context(&after, patient.as_ref(), &now);
+                let l = signpost_letter::Letter::new(letter, &ctx);
+                referral::Rendered {
+                    title: l.title().to_owned(),
+                    pdf: l.to_pdf(),
+                    html: l.to_html(),
+                    text: l.to_text(),
+                }
+            });
             let doc = referral::letter_document(
                 letter,
-                &doc_id,
-                &before.id,
-                &before.nhs_number,
-                &scheme_org,
-                &now,
+                referral::LetterFor {
+                    doc_id: &doc_id,
+                    referral_id: &before.id,
+                    nhs_number: &before.nhs_number,
+                    patient: patient.as_ref(),
+                    scheme_organization: &scheme_org,
+                    rendered,
+                    replaces: replaces.as_deref(),
+                    now: &now,
+                },
             );
             steps.push((
                 "letter-received".to_owned(),
@@ -623,7 +655,7 @@ impl Gateway {
                 original,
             )
             .await?;
-            tx.add_document(doc_id, &before.id, "letter-for-gp", doc)
+            tx.add_document(doc_id, &before.id, LETTER_DOCUMENT, doc)
                 .await?;
         }
         for (step, detail) in &steps {
@@ -636,6 +668,70 @@ impl Gateway {
         self.metrics.scheme_responses.inc();
         tracing::info!(referral = %before.id, status = %after.task_status, letter = letter_doc.is_some(), "scheme response recorded");
         Ok((StatusCode::OK, answer))
+    }
+}
+
+/// Ledger document kinds: the patient as referred, and the letter as sent to the GP system.
+const PATIENT_DOCUMENT: &str = "patient";
+const LETTER_DOCUMENT: &str = "letter-for-gp";
+
+impl Gateway {
+    /// What the letter's header says, from the ledger and the directory (not from the scheme).
+    fn letter_context(
+        &self,
+        referral: &ReferralRow,
+        patient: Option<&Value>,
+        now: &str,
+    ) -> signpost_letter::LetterContext {
+        let name = patient
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_array)
+            .and_then(|names| {
+                names
+                    .iter()
+                    .find(|n| str_at(n, "/use") == Some("official"))
+                    .or_else(|| names.first())
+            });
+        let given = name
+            .and_then(|n| n.get("given"))
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let practice = self.directory.practice(&referral.practice_ods);
+        let created = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(referral.created_ms) * 1_000_000,
+        )
+        .map(signpost_bus::envelope::format_rfc3339)
+        .unwrap_or_default();
+        signpost_letter::LetterContext {
+            given_name: given,
+            family_name: name
+                .and_then(|n| str_at(n, "/family"))
+                .unwrap_or_default()
+                .to_owned(),
+            nhs_number: referral.nhs_number.clone(),
+            birth_date: patient
+                .and_then(|p| str_at(p, "/birthDate"))
+                .unwrap_or_default()
+                .to_owned(),
+            practice_name: practice.map(|p| p.name.clone()).unwrap_or_default(),
+            practice_ods: referral.practice_ods.clone(),
+            scheme_name: self
+                .directory
+                .scheme(&referral.scheme_id)
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            referral_date: created,
+            outcome_date: now.to_owned(),
+            status: referral.task_status.clone(),
+            status_reason: str_at(&referral.task, "/statusReason/text").map(str::to_owned),
+            referral_id: referral.id.clone(),
+        }
     }
 }
 

@@ -287,75 +287,122 @@ pub fn build_cancellation(
     })
 }
 
-/// The letter as the GP system receives it: a DocumentReference with the letter attached, for
-/// the patient (by NHS number) and linked to the referral.
-pub fn letter_document(
-    letter: &Value,
-    doc_id: &str,
-    referral_id: &str,
-    nhs_number: &str,
-    scheme_organization: &Value,
-    now: &str,
-) -> Value {
-    let content = match fhir::type_of(letter) {
-        Some("DocumentReference") => letter.get("content").cloned().unwrap_or_else(|| json!([])),
-        _ => {
-            let html = render_composition(letter);
-            json!([{"attachment": {
-                "contentType": "text/html; charset=utf-8",
-                "language": "en-GB",
-                "data": base64::engine::general_purpose::STANDARD.encode(html),
-                "title": str_at(letter, "/title").unwrap_or("Social prescribing outcome"),
-                "creation": str_at(letter, "/date").unwrap_or(now),
-            }}])
-        }
+/// What goes into the letter for the GP system besides the scheme's own letter.
+pub struct LetterFor<'a> {
+    /// The document's id (also its `masterIdentifier` UUID).
+    pub doc_id: &'a str,
+    pub referral_id: &'a str,
+    pub nhs_number: &'a str,
+    /// The patient as the GP system sent it with the referral, when the ledger has it.
+    pub patient: Option<&'a Value>,
+    pub scheme_organization: &'a Value,
+    /// The letter rendered for people (PDF, HTML, plain text), for a Composition.
+    pub rendered: Option<Rendered>,
+    /// The id of the earlier letter this one replaces.
+    pub replaces: Option<&'a str>,
+    pub now: &'a str,
+}
+
+/// A letter rendered for people.
+pub struct Rendered {
+    pub title: String,
+    pub pdf: Vec<u8>,
+    pub html: String,
+    pub text: String,
+}
+
+/// The patient as the letter carries it: the NHS number, the official name and the date of
+/// birth that GP systems and MESH routing match on, and nothing more.
+fn minimal_patient(patient: &Value) -> Value {
+    let name = patient
+        .get("name")
+        .and_then(Value::as_array)
+        .and_then(|names| {
+            names
+                .iter()
+                .find(|n| str_at(n, "/use") == Some("official"))
+                .or_else(|| names.first())
+        });
+    let mut p = json!({
+        "resourceType": "Patient",
+        "id": "patient",
+        "identifier": patient.get("identifier").and_then(Value::as_array).map(|ids| {
+            ids.iter()
+                .filter(|i| str_at(i, "/system").is_some_and(|s| uris::is_system(s, uris::NHS_NUMBER)))
+                .map(|i| json!({"system": uris::NHS_NUMBER, "value": str_at(i, "/value")}))
+                .collect::<Vec<_>>()
+        }),
+    });
+    if let Some(name) = name {
+        p["name"] =
+            json!([{"use": "official", "family": name.get("family"), "given": name.get("given")}]);
+    }
+    if let Some(dob) = patient.get("birthDate") {
+        p["birthDate"] = dob.clone();
+    }
+    p
+}
+
+/// The letter as the GP system receives it: a DocumentReference with the letter attached (HTML
+/// first, then PDF and plain text, for a Composition; the scheme's own attachments for a
+/// DocumentReference), for the patient (by NHS number, with the patient and the scheme
+/// `contained` for systems that match on demographics, such as MESH routing), linked to the
+/// referral, and `relatesTo replaces` the earlier letter on a replacement.
+pub fn letter_document(letter: &Value, f: LetterFor<'_>) -> Value {
+    let now = f.now;
+    let attachment = |content_type: &str, data: &[u8], title: &str| {
+        json!({"attachment": {
+            "contentType": content_type,
+            "language": "en-GB",
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "title": title,
+            "creation": str_at(letter, "/date").unwrap_or(now),
+        }})
     };
-    json!({
+    let content = match (&f.rendered, fhir::type_of(letter)) {
+        (_, Some("DocumentReference")) | (None, _) => {
+            letter.get("content").cloned().unwrap_or_else(|| json!([]))
+        }
+        (Some(r), _) => json!([
+            attachment("text/html; charset=utf-8", r.html.as_bytes(), &r.title),
+            attachment("application/pdf", &r.pdf, &r.title),
+            attachment("text/plain; charset=utf-8", r.text.as_bytes(), &r.title),
+        ]),
+    };
+    let mut author = fhir::logical_reference(f.scheme_organization);
+    author["reference"] = json!("#author");
+    let mut organization = json!({"resourceType": "Organization", "id": "author"});
+    for key in ["identifier", "name", "telecom"] {
+        if let Some(v) = f.scheme_organization.get(key) {
+            organization[key] = v.clone();
+        }
+    }
+    let mut contained = vec![organization];
+    let mut subject = json!({"type": "Patient", "identifier": {"system": uris::NHS_NUMBER, "value": f.nhs_number}});
+    if let Some(patient) = f.patient {
+        contained.push(minimal_patient(patient));
+        subject["reference"] = json!("#patient");
+    }
+    let mut doc = json!({
         "resourceType": "DocumentReference",
-        "id": doc_id,
+        "id": f.doc_id,
         "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference"], "lastUpdated": now},
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{doc_id}")},
+        "contained": contained,
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", f.doc_id)},
         "status": "current",
         "docStatus": "final",
         "type": {"coding": [{"system": fhir::SNOMED, "code": "371531000", "display": "Report of clinical encounter"}]},
-        "subject": {"type": "Patient", "identifier": {"system": uris::NHS_NUMBER, "value": nhs_number}},
+        "subject": subject,
         "date": now,
-        "author": [fhir::logical_reference(scheme_organization)],
+        "author": [author],
         "description": "Social prescribing outcome letter",
         "content": content,
-        "context": {"related": [{"type": "ServiceRequest", "identifier": {"system": REFERRAL_ID_SYSTEM, "value": referral_id}}]},
-    })
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// A readable HTML page from a Composition: title, its narrative, then each section's title
-/// and narrative.
-pub fn render_composition(composition: &Value) -> String {
-    let title = escape(str_at(composition, "/title").unwrap_or("Social prescribing outcome"));
-    let mut html = format!("<!DOCTYPE html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body><h1>{title}</h1>");
-    if let Some(div) = str_at(composition, "/text/div") {
-        html.push_str(div);
+        "context": {"related": [{"type": "ServiceRequest", "identifier": {"system": REFERRAL_ID_SYSTEM, "value": f.referral_id}}]},
+    });
+    if let Some(original) = f.replaces {
+        doc["relatesTo"] = json!([{"code": "replaces", "target": {"type": "DocumentReference", "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{original}")}}}]);
     }
-    for section in composition
-        .get("section")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(t) = str_at(section, "/title") {
-            html.push_str(&format!("<h2>{}</h2>", escape(t)));
-        }
-        if let Some(div) = str_at(section, "/text/div") {
-            html.push_str(div);
-        }
-    }
-    html.push_str("</body></html>");
-    html
+    doc
 }
 
 #[cfg(test)]
@@ -389,14 +436,5 @@ mod tests {
         assert_eq!(service_request_status("completed", "active"), "completed");
         assert_eq!(service_request_status("rejected", "active"), "revoked");
         assert_eq!(service_request_status("in-progress", "active"), "active");
-    }
-
-    #[test]
-    fn a_composition_renders_with_its_sections_and_escaped_titles() {
-        let c = json!({"title": "Outcome <1>", "section": [
-            {"title": "Support offered", "text": {"div": "<div>Walking group</div>"}}]});
-        let html = render_composition(&c);
-        assert!(html.contains("<h1>Outcome &lt;1&gt;</h1>"));
-        assert!(html.contains("<h2>Support offered</h2><div>Walking group</div>"));
     }
 }

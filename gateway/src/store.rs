@@ -134,7 +134,31 @@ const SCHEMA: &[&str] = &[
         content TEXT NOT NULL,
         created_ms BIGINT NOT NULL
     )",
+    "CREATE INDEX IF NOT EXISTS documents_by_referral ON documents (referral_id, kind)",
+    // Letters handed to MESH, waiting for their acknowledgements: `reference` is MESH's message
+    // id; `settled_ms` is set by the business acknowledgement (or a refusal), `alerted_ms` once
+    // a missing acknowledgement has been raised.
+    "CREATE TABLE IF NOT EXISTS letter_acks (
+        message_id TEXT PRIMARY KEY,
+        reference TEXT NOT NULL,
+        referral_id TEXT NOT NULL,
+        sent_ms BIGINT NOT NULL,
+        settled_ms BIGINT,
+        alerted_ms BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS letter_acks_by_reference ON letter_acks (reference)",
 ];
+
+/// A letter sent over MESH whose acknowledgement is awaited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LetterAck {
+    /// The letter's bus message id.
+    pub message_id: String,
+    /// MESH's message id.
+    pub reference: String,
+    pub referral_id: String,
+    pub sent_ms: i64,
+}
 
 /// A referral as the ledger holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +290,71 @@ impl Store {
         };
         let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, _writer: guard })
+    }
+
+    /// The letter sent as MESH message `reference`, or with bus message id `message_id`.
+    pub async fn letter_ack(
+        &self,
+        message_id: Option<&str>,
+        reference: Option<&str>,
+    ) -> Result<Option<LetterAck>, StoreError> {
+        let row = sqlx::query(
+            "SELECT message_id, reference, referral_id, sent_ms FROM letter_acks
+             WHERE message_id = $1 OR reference = $2",
+        )
+        .bind(message_id.unwrap_or(""))
+        .bind(reference.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| LetterAck {
+            message_id: r.get(0),
+            reference: r.get(1),
+            referral_id: r.get(2),
+            sent_ms: r.get(3),
+        }))
+    }
+
+    /// Letters sent before `sent_before_ms` with no business acknowledgement and no alert yet.
+    pub async fn overdue_letters(&self, sent_before_ms: i64) -> Result<Vec<LetterAck>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT message_id, reference, referral_id, sent_ms FROM letter_acks
+             WHERE settled_ms IS NULL AND alerted_ms IS NULL AND sent_ms < $1 ORDER BY sent_ms LIMIT 100",
+        )
+        .bind(sent_before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| LetterAck {
+                message_id: r.get(0),
+                reference: r.get(1),
+                referral_id: r.get(2),
+                sent_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    /// The latest document of `kind` kept for a referral.
+    pub async fn latest_document(
+        &self,
+        referral_id: &str,
+        kind: &str,
+    ) -> Result<Option<(String, Value)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, content FROM documents WHERE referral_id = $1 AND kind = $2
+             ORDER BY created_ms DESC LIMIT 1",
+        )
+        .bind(referral_id)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get(0)?,
+                serde_json::from_str(&r.try_get::<String, _>(1)?)?,
+            ))
+        })
+        .transpose()
     }
 
     /// The answer given to a processed request id, if any.
@@ -668,6 +757,46 @@ impl WriteTx {
                 .bind(id)
                 .execute(&mut *self.tx)
                 .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A letter handed to MESH as message `reference`. Sent again (a replay), it waits afresh.
+    pub async fn letter_sent(&mut self, ack: &LetterAck) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO letter_acks (message_id, reference, referral_id, sent_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (message_id) DO UPDATE SET reference = $2, sent_ms = $4, settled_ms = NULL, alerted_ms = NULL",
+        )
+        .bind(&ack.message_id)
+        .bind(&ack.reference)
+        .bind(&ack.referral_id)
+        .bind(ack.sent_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The letter's wait is over (its business acknowledgement, or a refusal).
+    pub async fn letter_settled(&mut self, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE letter_acks SET settled_ms = $1 WHERE message_id = $2 AND settled_ms IS NULL",
+        )
+        .bind(now_ms())
+        .bind(message_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Mark a missing acknowledgement as raised. `false` if it was settled or raised already
+    /// (by another replica).
+    pub async fn letter_alerted(&mut self, message_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE letter_acks SET alerted_ms = $1 WHERE message_id = $2 AND alerted_ms IS NULL AND settled_ms IS NULL",
+        )
+        .bind(now_ms())
+        .bind(message_id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -19,6 +19,8 @@ pub struct Reply {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as text (lossy UTF-8), for answers that are not JSON (metrics).
+    pub text: String,
 }
 
 impl Reply {
@@ -94,6 +96,7 @@ impl Client {
             version,
             headers,
             body,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
 
@@ -103,6 +106,17 @@ impl Client {
             url,
             &[("accept", "application/fhir+json")],
             Vec::new(),
+        )
+        .await
+    }
+
+    /// POST a JSON body.
+    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Reply, String> {
+        self.send(
+            "POST",
+            url,
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
         )
         .await
     }

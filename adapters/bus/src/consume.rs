@@ -41,6 +41,9 @@ use crate::BusError;
 pub enum Outcome {
     /// The downstream system has it. The text goes on the referral's timeline.
     Delivered(String),
+    /// Handed to a store-and-forward network (MESH) under the far end's id `reference`;
+    /// acknowledgements follow later and are reported on their own.
+    Sent { detail: String, reference: String },
     /// A passing failure (5xx, time-out, connection refused): try again later.
     Retry(String),
     /// A failure that retrying will not mend (4xx, undecodable message): park it.
@@ -255,6 +258,18 @@ impl Ctx {
                 self.report(&envelope, ReportOutcome::Delivered, attempt, detail)
                     .await?;
             }
+            Outcome::Sent { detail, reference } => {
+                tracing::info!(queue = %self.queue, message_id = %envelope.message_id, attempt, "sent");
+                let report = self.report_of(&envelope, ReportOutcome::Sent, attempt, detail);
+                self.publish_report(
+                    &envelope,
+                    DeliveryReport {
+                        reference: Some(reference),
+                        ..report
+                    },
+                )
+                .await?;
+            }
             Outcome::Retry(reason) => {
                 let first_failure =
                     header_i64(&delivery.properties, H_FIRST_FAILURE).unwrap_or_else(now_ms);
@@ -336,12 +351,14 @@ impl Ctx {
                 origin_queue: self.queue.clone(),
                 envelope: envelope.clone(),
             };
-            self.report_with(
+            let report =
+                self.report_of(envelope, ReportOutcome::Parked, attempt, reason.to_owned());
+            self.publish_report(
                 envelope,
-                ReportOutcome::Parked,
-                attempt,
-                reason.to_owned(),
-                Some(copy),
+                DeliveryReport {
+                    parked: Some(copy),
+                    ..report
+                },
             )
             .await?;
         }
@@ -355,47 +372,64 @@ impl Ctx {
         attempt: u32,
         detail: String,
     ) -> Result<(), BusError> {
-        self.report_with(about, outcome, attempt, detail, None)
-            .await
+        let report = self.report_of(about, outcome, attempt, detail);
+        self.publish_report(about, report).await
     }
 
-    async fn report_with(
+    fn report_of(
         &self,
         about: &Envelope,
         outcome: ReportOutcome,
         attempt: u32,
         detail: String,
-        parked: Option<ParkedCopy>,
-    ) -> Result<(), BusError> {
-        if !self.settings.report {
-            return Ok(());
-        }
-        let report = DeliveryReport {
+    ) -> DeliveryReport {
+        DeliveryReport {
             about: about.message_id,
             about_kind: about.kind,
             outcome,
             attempt,
             detail,
             at: now_rfc3339(),
-            parked,
-        };
-        let mut envelope = Envelope::new(
-            Kind::DeliveryReport,
-            about.correlation_id.clone(),
-            about.referral_id.clone(),
-            about.target.clone(),
-            Some(about.traceparent.clone()),
-            serde_json::to_value(&report).unwrap_or_default(),
-        );
-        envelope.message_id = report_id(about.message_id, outcome, attempt);
-        self.publisher
-            .publish_envelope(
-                topology::EVENTS_EXCHANGE,
-                topology::EVENTS_ROUTING_KEY,
-                &envelope,
-            )
-            .await
+            parked: None,
+            reference: None,
+            step: None,
+        }
     }
+
+    async fn publish_report(
+        &self,
+        about: &Envelope,
+        report: DeliveryReport,
+    ) -> Result<(), BusError> {
+        if !self.settings.report {
+            return Ok(());
+        }
+        publish_report(&self.publisher, about, &report).await
+    }
+}
+
+/// Publish `report` about `about` on `sp.events` (confirmed), with the report's stable id.
+pub async fn publish_report(
+    publisher: &Publisher,
+    about: &Envelope,
+    report: &DeliveryReport,
+) -> Result<(), BusError> {
+    let mut envelope = Envelope::new(
+        Kind::DeliveryReport,
+        about.correlation_id.clone(),
+        about.referral_id.clone(),
+        about.target.clone(),
+        Some(about.traceparent.clone()),
+        serde_json::to_value(report).unwrap_or_default(),
+    );
+    envelope.message_id = report_id(about.message_id, report.outcome, report.attempt);
+    publisher
+        .publish_envelope(
+            topology::EVENTS_EXCHANGE,
+            topology::EVENTS_ROUTING_KEY,
+            &envelope,
+        )
+        .await
 }
 
 /// The id of the report of `outcome` at `attempt` for message `about`: the same every time, so

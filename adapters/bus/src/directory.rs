@@ -49,6 +49,10 @@ pub enum EndpointKind {
     QueuePull,
     /// A GP system taking MDM^T02 letters over MLLP (`mllp://host:port`): the `hl7v2` adapter.
     Hl7v2Mllp,
+    /// A GP system reached by GP Connect Send Document over MESH: the `mesh` adapter. The
+    /// address is `mesh:<MAILBOX>` (a practice mailbox) or `mesh:gpprovider` (MESH routes to
+    /// the patient's registered GP by NHS number, date of birth and surname).
+    Mesh,
 }
 
 /// Signpost's own Endpoint connection types (the HL7 code system has none for these).
@@ -63,6 +67,24 @@ impl EndpointKind {
             EndpointKind::FhirMessaging | EndpointKind::Webhook | EndpointKind::QueuePull
         )
     }
+
+    /// Whether letters (to GP systems) go this way.
+    pub fn is_records_side(self) -> bool {
+        matches!(
+            self,
+            EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp | EndpointKind::Mesh
+        )
+    }
+}
+
+/// The MESH address of an endpoint: `mesh:gpprovider` routes by the patient's demographics.
+pub const MESH_GP_PROVIDER: &str = "gpprovider";
+
+/// `mesh:<MAILBOX>` → the mailbox id (or [`MESH_GP_PROVIDER`]), if the address is well formed:
+/// MESH mailbox ids are letters and digits.
+pub fn mesh_mailbox(address: &str) -> Option<&str> {
+    let m = address.strip_prefix("mesh:")?;
+    (!m.is_empty() && m.len() <= 32 && m.chars().all(|c| c.is_ascii_alphanumeric())).then_some(m)
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +203,8 @@ fn reference_id<'a>(reference: &'a Value, resource_type: &str) -> Option<&'a str
     (t == resource_type).then_some(id)
 }
 
-fn is_loopback(address: &str) -> bool {
+/// Whether an `http://` address names a loopback host (plain HTTP is allowed only there).
+pub fn is_loopback(address: &str) -> bool {
     let rest = address.strip_prefix("http://").unwrap_or("");
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = if host.starts_with('[') {
@@ -257,6 +280,7 @@ impl Directory {
                 (SIGNPOST_CONNECTION_TYPE, "signed-webhook") => EndpointKind::Webhook,
                 (SIGNPOST_CONNECTION_TYPE, "queue-pull") => EndpointKind::QueuePull,
                 (SIGNPOST_CONNECTION_TYPE, "hl7v2-mllp") => EndpointKind::Hl7v2Mllp,
+                (SIGNPOST_CONNECTION_TYPE, "mesh") => EndpointKind::Mesh,
                 _ => {
                     return Err(invalid(format!(
                     "Endpoint/{id}: connectionType {system}|{code} is not one Signpost delivers to"
@@ -275,7 +299,15 @@ impl Directory {
                     "Endpoint/{id}: an hl7v2-mllp address must be mllp:// on loopback"
                 )));
             }
-            let http_kind = !matches!(kind, EndpointKind::QueuePull | EndpointKind::Hl7v2Mllp);
+            if kind == EndpointKind::Mesh && mesh_mailbox(&address).is_none() {
+                return Err(invalid(format!(
+                    "Endpoint/{id}: a mesh address is mesh:<MAILBOX> or mesh:{MESH_GP_PROVIDER}"
+                )));
+            }
+            let http_kind = !matches!(
+                kind,
+                EndpointKind::QueuePull | EndpointKind::Hl7v2Mllp | EndpointKind::Mesh
+            );
             let safe = address.starts_with("https://") || is_loopback(&address);
             if http_kind && !safe {
                 return Err(invalid(format!(
@@ -308,10 +340,10 @@ impl Directory {
                 .map(str::to_owned);
             if let Some(ep) = &gp_endpoint {
                 match endpoints.get(ep) {
-                    Some(e) if matches!(e.kind, EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp) => {}
+                    Some(e) if e.kind.is_records_side() => {}
                     Some(_) => {
                         return Err(invalid(format!(
-                            "Organization/{id}: its GP system Endpoint/{ep} must be hl7-fhir-rest or hl7v2-mllp"
+                            "Organization/{id}: its GP system Endpoint/{ep} must be hl7-fhir-rest, hl7v2-mllp or mesh"
                         )))
                     }
                     None => {
@@ -440,9 +472,10 @@ impl Directory {
         kind: EndpointKind,
         handler: std::sync::Arc<dyn crate::Handler>,
     ) -> Vec<crate::QueueConsumer> {
-        let side = match kind {
-            EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp => crate::topology::Side::Records,
-            _ => crate::topology::Side::Referrals,
+        let side = if kind.is_records_side() {
+            crate::topology::Side::Records
+        } else {
+            crate::topology::Side::Referrals
         };
         self.targets(kind)
             .into_iter()
@@ -466,12 +499,12 @@ impl Directory {
         ids
     }
 
-    /// Endpoint ids of GP systems that take letters (FHIR REST or HL7 v2), sorted.
+    /// Endpoint ids of GP systems that take letters (FHIR REST, HL7 v2 or MESH), sorted.
     pub fn record_targets(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
             .endpoints
             .values()
-            .filter(|e| matches!(e.kind, EndpointKind::FhirRest | EndpointKind::Hl7v2Mllp))
+            .filter(|e| e.kind.is_records_side())
             .map(|e| e.id.clone())
             .collect();
         ids.sort();

@@ -92,6 +92,14 @@ pub struct DeliveryReport {
     /// replayable record of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<ParkedCopy>,
+    /// The far end's id for what was sent (a MESH message id), when it gives one. Later
+    /// reports that know only that id (a MESH error report) are matched to the letter by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The timeline step to write, when the outcome alone does not name it (an
+    /// acknowledgement: `letter-ack-infrastructure`, `letter-filed`, `letter-ack-negative`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// A parked message, as reported to the gateway.
@@ -112,6 +120,13 @@ pub enum ReportOutcome {
     Retrying,
     /// Given up: the message is in the parking queue with the reason.
     Parked,
+    /// Handed to a store-and-forward network (MESH) that acknowledges later.
+    Sent,
+    /// The far end acknowledged what was sent.
+    Acknowledged,
+    /// The far end refused what was sent (a negative acknowledgement or an error report): a
+    /// person must look.
+    Rejected,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +344,8 @@ mod tests {
             about: Uuid::new_v4(),
             about_kind: Kind::LetterFiling,
             outcome: ReportOutcome::Parked,
+            reference: None,
+            step: None,
             attempt: 3,
             detail: "refused with HTTP 400".into(),
             at: now_rfc3339(),

@@ -26,6 +26,7 @@ pub struct HttpClient {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -65,7 +66,21 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Answer, Failure> {
-        let mut request = Request::post(url);
+        self.send(http::Method::POST, url, headers, body, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// Any request, reading at most `max_answer` bytes of the answer, within the client's
+    /// time-out for the whole exchange.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        max_answer: usize,
+    ) -> Result<Answer, Failure> {
+        let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -78,13 +93,17 @@ impl HttpClient {
                 .request(request)
                 .await
                 .map_err(|e| Failure::Transport(error_chain(&e)))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, max_answer)
                 .collect()
                 .await
                 .map_err(|e| Failure::Transport(e.to_string()))?
                 .to_bytes();
-            Ok(Answer { status, body })
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -168,6 +187,7 @@ mod tests {
     fn answer(status: u16, body: &str) -> Result<Answer, Failure> {
         Ok(Answer {
             status: StatusCode::from_u16(status).unwrap(),
+            headers: http::HeaderMap::new(),
             body: Bytes::from(body.to_owned()),
         })
     }

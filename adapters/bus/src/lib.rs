@@ -10,6 +10,7 @@
 //! - [`consume`]: consuming with acks, retry through TTL queues, parking with the reason.
 //! - [`directory`]: the FHIR directory of practices, schemes and endpoints, parsed once at start.
 //! - [`http`]: outbound HTTP (rustls) and how an HTTP answer maps to a delivery outcome.
+//! - [`secret`]: settings that never print.
 //!
 //! This crate knows nothing of the ledger or of FHIR validation: those belong to the gateway.
 
@@ -19,6 +20,7 @@ pub mod directory;
 pub mod envelope;
 pub mod http;
 pub mod publish;
+pub mod secret;
 pub mod topology;
 pub mod uris;
 
@@ -26,6 +28,7 @@ pub use consume::{ConsumeSettings, Handler, Outcome, QueueConsumer, RetryPolicy}
 pub use directory::Directory;
 pub use envelope::{Envelope, Kind};
 pub use publish::Publisher;
+pub use secret::Secret;
 
 /// Errors talking to the broker.
 #[derive(Debug, thiserror::Error)]

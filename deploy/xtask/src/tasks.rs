@@ -74,8 +74,9 @@ pub fn test(args: &[OsString]) -> Result {
     test.env("SIGNPOST_TEST_R4_EXAMPLES", examples.trim()).run()
 }
 
-/// The independent peers the tests use come from registries: Python (a venv for PyPI packages)
-/// and npm (HL7's R4 examples). Install them with apt-get when they are missing.
+/// The independent peers the tests use come from registries: Python (a venv for PyPI packages),
+/// npm (HL7's R4 examples) and Debian (poppler-utils, qpdf). Install them with apt-get when they
+/// are missing.
 fn ensure_peer_tools(host: &mut Host) -> Result {
     let venv_works = find_program("python3").is_some()
         && Cmd::new("python3")
@@ -90,6 +91,14 @@ fn ensure_peer_tools(host: &mut Host) -> Result {
     }
     if find_program("npm").is_none() {
         host.apt_install(&["npm"], "install npm: apt-get install npm")?;
+    }
+    // The letter tests read the PDFs Signpost renders with poppler's pdftotext (an
+    // independent PDF reader) and check their structure with qpdf.
+    if find_program("pdftotext").is_none() || find_program("qpdf").is_none() {
+        host.apt_install(
+            &["poppler-utils", "qpdf"],
+            "install poppler-utils and qpdf: apt-get install poppler-utils qpdf",
+        )?;
     }
     Ok(())
 }

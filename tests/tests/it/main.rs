@@ -11,6 +11,7 @@ mod crash_recovery;
 mod delivery;
 mod duplicates;
 mod loop_end_to_end;
+mod mesh;
 mod outbox;
 mod peers;
 mod reads;
