@@ -295,6 +295,17 @@ fn mesh_adapter(
     if !(mesh.url.starts_with("https://") || signpost_bus::directory::is_loopback(&mesh.url)) {
         anyhow::bail!("mesh.url must be https (plain http only on loopback)");
     }
+    let tls = signpost_bus::http::TlsFiles {
+        ca: mesh.ca_file.clone(),
+        client_cert: mesh.client_cert.clone(),
+        client_key: mesh.client_key.clone(),
+    };
+    let http = if tls.is_empty() {
+        http.clone()
+    } else {
+        HttpClient::with_tls(Duration::from_millis(settings.delivery.timeout_ms), &tls)
+            .context("MESH TLS settings")?
+    };
     let client = client::MeshClient::new(
         &mesh.url,
         client::Credentials {
@@ -302,7 +313,7 @@ fn mesh_adapter(
             password: mesh.password.clone(),
             shared_key: mesh.shared_key.clone(),
         },
-        http.clone(),
+        http,
         mesh.chunk_bytes,
     );
     tracing::info!(mailbox = %mesh.mailbox, endpoints = targets.len(), "MESH mailbox for GP Connect Send Document");

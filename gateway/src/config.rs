@@ -20,6 +20,7 @@
 //! | `mesh.url`, `mesh.mailbox`, `mesh.password`, `mesh.shared_key`, `mesh.ods` | `SIGNPOST_MESH_URL`, `_MAILBOX`, `_PASSWORD`, `_SHARED_KEY`, `_ODS` | none (required when the directory has a `mesh` endpoint) |
 //! | `mesh.poll_interval_ms` | `SIGNPOST_MESH_POLL_INTERVAL_MS` | `60000` |
 //! | `mesh.chunk_bytes` | `SIGNPOST_MESH_CHUNK_BYTES` | `20971520` (20 MiB) |
+//! | `mesh.ca_file`, `mesh.client_cert`, `mesh.client_key` | `SIGNPOST_MESH_CA_FILE`, `_CLIENT_CERT`, `_CLIENT_KEY` | public roots; no client certificate |
 //! | `letter_ack_timeout_s` | `SIGNPOST_LETTER_ACK_TIMEOUT_S` | `172800` (48 h) |
 //!
 //! The AMQP and database URLs may hold passwords: they live in [`Secret`], which prints as
@@ -78,6 +79,16 @@ pub struct Mesh {
     /// chunk; 20 MB is the usual client choice).
     #[serde(default = "Mesh::default_chunk_bytes")]
     pub chunk_bytes: usize,
+    /// PEM file of the CA that signs the MESH server's certificate (the NHS's private CA);
+    /// the public roots when unset.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM files of Signpost's MESH client certificate (chain) and its private key: MESH
+    /// identifies mailboxes' systems by them.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 impl Mesh {
@@ -245,7 +256,8 @@ impl Settings {
     }
 
     /// `SIGNPOST_MESH_URL`, `_MAILBOX`, `_PASSWORD`, `_SHARED_KEY`, `_ODS` (together they make a
-    /// `[mesh]` table when the file has none), `_POLL_INTERVAL_MS`, `_CHUNK_BYTES`.
+    /// `[mesh]` table when the file has none), `_POLL_INTERVAL_MS`, `_CHUNK_BYTES`, `_CA_FILE`,
+    /// `_CLIENT_CERT`, `_CLIENT_KEY`.
     fn apply_mesh_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let names = [
             "SIGNPOST_MESH_URL",
@@ -279,6 +291,9 @@ impl Settings {
                 ods: String::new(),
                 poll_interval_ms: Mesh::default_poll_interval_ms(),
                 chunk_bytes: Mesh::default_chunk_bytes(),
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
             });
         }
         let Some(mesh) = self.mesh.as_mut() else {
@@ -306,6 +321,15 @@ impl Settings {
         }
         if let Some(v) = var("SIGNPOST_MESH_CHUNK_BYTES") {
             mesh.chunk_bytes = parse_env("SIGNPOST_MESH_CHUNK_BYTES", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_MESH_CA_FILE") {
+            mesh.ca_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("SIGNPOST_MESH_CLIENT_CERT") {
+            mesh.client_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("SIGNPOST_MESH_CLIENT_KEY") {
+            mesh.client_key = Some(PathBuf::from(v));
         }
         Ok(())
     }

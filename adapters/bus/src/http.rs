@@ -41,6 +41,54 @@ pub enum Failure {
     Address(String),
 }
 
+/// TLS for one kind of downstream system: a private CA instead of the public (Mozilla) roots,
+/// and a client certificate for systems that identify their callers by one (MESH does). Files
+/// are PEM. Certificates are always checked: there is no switch to accept any certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client_cert.is_none() && self.client_key.is_none()
+    }
+}
+
+/// Why TLS settings could not be used. Names the file, never its content.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("a client certificate needs both client_cert and client_key")]
+    HalfIdentity,
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_error(path: &std::path::Path, why: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+fn read_certs(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
 impl HttpClient {
     pub fn new(timeout: Duration) -> Self {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -56,6 +104,42 @@ impl HttpClient {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(https);
         HttpClient { client, timeout }
+    }
+
+    /// A client with its own trust anchors and, when given, a client certificate.
+    pub fn with_tls(timeout: Duration, files: &TlsFiles) -> Result<Self, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        match &files.ca {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    roots.add(cert).map_err(|e| file_error(path, e))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match (&files.client_cert, &files.client_key) {
+            (Some(cert), Some(key)) => {
+                let chain = read_certs(cert)?;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| file_error(key, e))?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err(TlsError::HalfIdentity),
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Ok(HttpClient { client, timeout })
     }
 
     /// POST `body` to `url` with `headers`, waiting at most the client's time-out for the whole

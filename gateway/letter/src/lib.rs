@@ -4,9 +4,10 @@
 //!
 //! This module owns the model: [`LetterContext`] (what the gateway already knows about the
 //! referral), [`Letter`] (parsed once: the header facts and the ordered sections of blocks)
-//! and the rules that pick and order what the GP sees. Rendering lives in [`pdf`](crate::pdf)
-//! (PDF 1.7, A4), [`html`](crate::html) (accessible HTML5) and [`text`](crate::text) (plain
-//! text at 80 columns), all reading the same [`Letter`] so the three always agree.
+//! and the rules that pick and order what the GP sees. Rendering lives in `pdf` (layout on
+//! A4) with `pdf_file` (PDF 1.7 syntax) and `fonts` (Helvetica metrics), `html` (accessible
+//! HTML5) and `text` (plain text at 80 columns), all reading the same [`Letter`] so the three
+//! always agree; [`xhtml`] reads the scheme's narrative into blocks.
 //!
 //! Everything is bounded and panic-free for hostile input, and nothing here logs: the content
 //! is patient data.
@@ -180,7 +181,7 @@ impl Letter {
                 (true, true) => "Not recorded".to_string(),
             }
         };
-        let facts = vec![
+        let mut facts = vec![
             fact("Patient", patient_name.clone()),
             fact("NHS number", nhs_number.clone()),
             fact("Date of birth", display_date(&ctx.birth_date)),
@@ -188,11 +189,16 @@ impl Letter {
             fact("Scheme", scheme.clone()),
             fact("Referred", display_date(&ctx.referral_date)),
             fact("Outcome date", display_date(&ctx.outcome_date)),
-            fact(
-                "Status",
-                display_status(&ctx.status, ctx.status_reason.as_deref()),
-            ),
+            fact("Status", display_status(&ctx.status)),
         ];
+        // The reason gets its own row: the status stays a few words a GP takes in at a
+        // glance, and the scheme's explanation can run to several lines under it.
+        if let Some(reason) = ctx.status_reason.as_deref() {
+            let reason = clean(reason, MAX_REASON_CHARS);
+            if !reason.is_empty() {
+                facts.push(fact("Reason", reason));
+            }
+        }
         let subject = composition
             .get("title")
             .and_then(Value::as_str)
@@ -225,7 +231,7 @@ impl Letter {
     }
 
     /// The header facts in display order: Patient, NHS number, Date of birth, GP practice,
-    /// Scheme, Referred, Outcome date, Status.
+    /// Scheme, Referred, Outcome date, Status, and Reason when the scheme gave one.
     pub fn facts(&self) -> &[Fact] {
         &self.facts
     }
@@ -537,10 +543,10 @@ pub(crate) fn parse_date(raw: &str) -> Option<(u16, u8, u8)> {
     Some((y, u8::try_from(m).ok()?, u8::try_from(d).ok()?))
 }
 
-/// A Task status as a GP would say it, with the scheme's reason after a dash.
-pub fn display_status(status: &str, reason: Option<&str>) -> String {
+/// A Task status as a GP would say it ("rejected" → "Rejected by the scheme").
+pub fn display_status(status: &str) -> String {
     let code = clean(status, MAX_FIELD_CHARS);
-    let label = match code.to_ascii_lowercase().as_str() {
+    match code.to_ascii_lowercase().as_str() {
         "completed" => "Completed".to_string(),
         "rejected" => "Rejected by the scheme".to_string(),
         "cancelled" => "Cancelled".to_string(),
@@ -559,10 +565,6 @@ pub fn display_status(status: &str, reason: Option<&str>) -> String {
                 None => spaced,
             }
         }
-    };
-    match reason.map(|r| clean(r, MAX_REASON_CHARS)) {
-        Some(r) if !r.is_empty() => format!("{label} – {r}"),
-        _ => label,
     }
 }
 
@@ -618,14 +620,28 @@ mod tests {
     }
 
     #[test]
-    fn status_reads_as_words_with_reason() {
-        assert_eq!(display_status("completed", None), "Completed");
+    fn status_reads_as_words_and_the_reason_gets_its_own_row() {
+        assert_eq!(display_status("completed"), "Completed");
+        assert_eq!(display_status("rejected"), "Rejected by the scheme");
+        assert_eq!(display_status("some-new-state"), "Some new state");
+        assert_eq!(display_status(" "), "Not recorded");
+        let mut rejected = ctx();
+        rejected.status = "rejected".into();
+        rejected.status_reason = Some("Outside  our area".into());
+        let letter = Letter::new(&json!({}), &rejected);
+        let last: Vec<_> = letter.facts()[7..]
+            .iter()
+            .map(|f| (f.label, f.value.as_str()))
+            .collect();
         assert_eq!(
-            display_status("rejected", Some("Outside our area")),
-            "Rejected by the scheme – Outside our area"
+            last,
+            [
+                ("Status", "Rejected by the scheme"),
+                ("Reason", "Outside our area")
+            ]
         );
-        assert_eq!(display_status("cancelled", Some("  ")), "Cancelled");
-        assert_eq!(display_status("some-new-state", None), "Some new state");
+        rejected.status_reason = Some(" \n ".into());
+        assert_eq!(Letter::new(&json!({}), &rejected).facts().len(), 8);
     }
 
     #[test]

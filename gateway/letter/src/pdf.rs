@@ -149,30 +149,12 @@ impl<'a> Composer<'a> {
     }
 
     fn text_at(&mut self, x: f32, baseline: f32, font: Font, size: f32, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        let encoded = literal(&fonts::encode(text));
-        let op = format!(
-            "BT /{} {} Tf {} {} Td {encoded} Tj ET\n",
-            font.resource(),
-            num(size),
-            num(x),
-            num(baseline)
-        );
+        let op = text_op(x, baseline, font, size, text);
         self.page().push_str(&op);
     }
 
     fn rule(&mut self, x1: f32, x2: f32, y: f32, width: f32, grey: f32) {
-        let op = format!(
-            "q {} w {} G {} {} m {} {} l S Q\n",
-            num(width),
-            num(grey),
-            num(x1),
-            num(y),
-            num(x2),
-            num(y)
-        );
+        let op = rule_op(x1, x2, y, width, grey);
         self.page().push_str(&op);
     }
 
@@ -203,7 +185,7 @@ impl<'a> Composer<'a> {
     /// line into the space kept for it and stops the layout.
     fn new_page(&mut self) -> bool {
         if self.pages.len() >= MAX_PAGES {
-            let baseline = (self.y - BODY).max(BOTTOM);
+            let baseline = (self.y - BODY - 4.0).max(BOTTOM);
             self.text_at(
                 MARGIN_X,
                 baseline,
@@ -263,31 +245,16 @@ impl<'a> Composer<'a> {
             let page_label = format!("Page {} of {total}", i + 1);
             let page_w = fonts::width(Font::Regular, SMALL, &page_label);
             let left = fonts::fit(Font::Regular, SMALL, &reference, CONTENT_W - page_w - 12.0);
-            let mut ops = String::new();
             let baseline = 36.0;
-            let _ = write!(
-                ops,
-                "q 0.5 w {} G {} {} m {} {} l S Q\n",
-                num(RULE_GREY),
-                num(MARGIN_X),
-                num(baseline + 12.0),
-                num(PAGE_W - MARGIN_X),
-                num(baseline + 12.0)
-            );
-            for (x, text) in [
-                (MARGIN_X, left.as_str()),
-                (PAGE_W - MARGIN_X - page_w, page_label.as_str()),
-            ] {
-                let _ = writeln!(
-                    ops,
-                    "BT /{} {} Tf {} {} Td {} Tj ET",
-                    Font::Regular.resource(),
-                    num(SMALL),
-                    num(x),
-                    num(baseline),
-                    literal(&fonts::encode(text))
-                );
-            }
+            let mut ops = rule_op(MARGIN_X, PAGE_W - MARGIN_X, baseline + 12.0, 0.5, RULE_GREY);
+            ops.push_str(&text_op(MARGIN_X, baseline, Font::Regular, SMALL, &left));
+            ops.push_str(&text_op(
+                PAGE_W - MARGIN_X - page_w,
+                baseline,
+                Font::Regular,
+                SMALL,
+                &page_label,
+            ));
             self.pages[i].push_str(&ops);
         }
     }
@@ -347,9 +314,10 @@ impl<'a> Composer<'a> {
         } else {
             (0.5, RULE_GREY)
         };
-        self.y += 1.0;
+        // Clear of the heading's descenders (g, y, brackets reach 0.21 em below the line).
+        self.y -= 1.5;
         self.rule(MARGIN_X, PAGE_W - MARGIN_X, self.y, width, grey);
-        self.y -= 6.0;
+        self.y -= 5.0;
         for block in &section.blocks {
             if self.truncated {
                 return;
@@ -491,11 +459,21 @@ impl<'a> Composer<'a> {
         };
         let header_h: f32 = (0..header_rows).map(height).sum();
         let repeat_header = header_rows > 0 && header_h < (TOP_LATER - BOTTOM) / 3.0;
-        if !self.ensure(height(0).min(TOP_LATER - BOTTOM)) {
+        // Keep the header rows with the first row of the body.
+        let body_first = if rows.len() > header_rows {
+            height(header_rows)
+        } else {
+            0.0
+        };
+        if !self.ensure((header_h + body_first).min(TOP_LATER - BOTTOM)) {
             return;
         }
         self.y -= 2.0;
-        self.rule(MARGIN_X, right, self.y, 0.5, RULE_GREY);
+        // A header row is underlined darker, which is rule enough; a table without one
+        // gets a light rule on top so its first row reads as part of it.
+        if header_rows == 0 {
+            self.rule(MARGIN_X, right, self.y, 0.5, RULE_GREY);
+        }
         for r in 0..rows.len() {
             let h = height(r);
             let fits_a_page = h <= TOP_LATER - BOTTOM - header_h;
@@ -503,7 +481,9 @@ impl<'a> Composer<'a> {
                 if !self.new_page() {
                     return;
                 }
-                self.rule(MARGIN_X, right, self.y, 0.5, RULE_GREY);
+                if !repeat_header || r < header_rows {
+                    self.rule(MARGIN_X, right, self.y, 0.5, RULE_GREY);
+                }
                 if repeat_header && r >= header_rows {
                     for hr in 0..header_rows {
                         if !self.table_row(&rows[hr], &wrapped[hr], &xs, right, true) {
@@ -561,40 +541,84 @@ impl<'a> Composer<'a> {
     }
 }
 
-/// Column widths within `total`: natural widths when they fit; else every column gets its
-/// longest word and the rest is shared in proportion to how much more each would like (as
-/// browsers do); else, when even the longest words do not fit, those are scaled down and
-/// words break.
+/// One line of text as a content-stream operation (nothing for empty text).
+fn text_op(x: f32, baseline: f32, font: Font, size: f32, text: &str) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    format!(
+        "BT /{} {} Tf {} {} Td {} Tj ET\n",
+        font.resource(),
+        num(size),
+        num(x),
+        num(baseline),
+        literal(&fonts::encode(text))
+    )
+}
+
+/// A horizontal rule as a content-stream operation, in its own graphics state.
+fn rule_op(x1: f32, x2: f32, y: f32, width: f32, grey: f32) -> String {
+    format!(
+        "q {} w {} G {} {} m {} {} l S Q\n",
+        num(width),
+        num(grey),
+        num(x1),
+        num(y),
+        num(x2),
+        num(y)
+    )
+}
+
+/// Column widths within `total`, as browsers do it in spirit: natural widths when they fit;
+/// else columns that need no more than a fair share (short labels, numbers) keep their
+/// natural width so they never wrap, and the rest share what is left, each getting its
+/// longest word plus a part of the spare space in proportion to how much more it would
+/// like; when even the longest words do not fit, those are scaled down and words break.
 fn column_widths(natural: &[f32], minimum: &[f32], total: f32) -> Vec<f32> {
-    let minimum: Vec<f32> = minimum
-        .iter()
-        .zip(natural)
-        .map(|(m, n)| m.min(*n))
-        .collect();
     let natural_sum: f32 = natural.iter().sum();
     if natural_sum <= total {
         return natural.to_vec();
     }
-    let minimum_sum: f32 = minimum.iter().sum();
-    if minimum_sum <= total {
-        let spare = total - minimum_sum;
-        let wanted = natural_sum - minimum_sum;
-        return minimum
-            .iter()
-            .zip(natural)
-            .map(|(m, n)| {
-                if wanted > 0.0 {
-                    m + spare * (n - m) / wanted
-                } else {
-                    *m
-                }
-            })
+    let mut widths: Vec<Option<f32>> = vec![None; natural.len()];
+    let mut remaining = total;
+    loop {
+        let open: Vec<usize> = (0..natural.len())
+            .filter(|&c| widths[c].is_none())
             .collect();
+        if open.is_empty() {
+            break;
+        }
+        let fair = remaining / open.len() as f32;
+        let narrow: Vec<usize> = open.into_iter().filter(|&c| natural[c] <= fair).collect();
+        if narrow.is_empty() {
+            break;
+        }
+        for c in narrow {
+            widths[c] = Some(natural[c]);
+            remaining -= natural[c];
+        }
     }
-    minimum
-        .iter()
-        .map(|m| m * total / minimum_sum.max(1.0))
-        .collect()
+    let open: Vec<usize> = (0..natural.len())
+        .filter(|&c| widths[c].is_none())
+        .collect();
+    let least = |c: usize| minimum[c].min(natural[c]);
+    let minimum_sum: f32 = open.iter().map(|&c| least(c)).sum();
+    let natural_open: f32 = open.iter().map(|&c| natural[c]).sum();
+    for &c in &open {
+        let w = if minimum_sum <= remaining {
+            let wanted = natural_open - minimum_sum;
+            let share = if wanted > 0.0 {
+                (remaining - minimum_sum) * (natural[c] - least(c)) / wanted
+            } else {
+                0.0
+            };
+            least(c) + share
+        } else {
+            least(c) * remaining / minimum_sum.max(1.0)
+        };
+        widths[c] = Some(w);
+    }
+    widths.into_iter().map(|w| w.unwrap_or(0.0)).collect()
 }
 
 #[cfg(test)]
@@ -736,9 +760,18 @@ mod tests {
 
     #[test]
     fn columns_share_spare_space_beyond_their_longest_word() {
-        let w = column_widths(&[300.0, 100.0], &[50.0, 50.0], 200.0);
+        let w = column_widths(&[300.0, 120.0], &[50.0, 50.0], 200.0);
         assert!((w.iter().sum::<f32>() - 200.0).abs() < 0.01);
         assert!(w[0] > w[1] && w[1] >= 50.0);
+    }
+
+    #[test]
+    fn narrow_columns_keep_their_natural_width() {
+        // A label column, a long text column and a short status column.
+        let w = column_widths(&[70.0, 600.0, 60.0], &[50.0, 80.0, 55.0], 483.0);
+        assert_eq!(w[0], 70.0);
+        assert_eq!(w[2], 60.0);
+        assert!((w.iter().sum::<f32>() - 483.0).abs() < 0.01);
     }
 
     #[test]

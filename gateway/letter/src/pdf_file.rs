@@ -62,7 +62,7 @@ impl PdfFile {
         for offset in &self.offsets {
             match offset {
                 Some(at) => {
-                    let _ = write!(xref, "{at:010} 00000 n \n");
+                    let _ = writeln!(xref, "{at:010} 00000 n ");
                 }
                 None => xref.push_str("0000000000 65535 f \n"),
             }

@@ -164,7 +164,7 @@ fn entity(s: &str) -> Option<(char, usize)> {
             Some(c) => c,
         }
     } else {
-        let c = match name {
+        match name {
             "amp" => '&',
             "lt" => '<',
             "gt" => '>',
@@ -188,8 +188,7 @@ fn entity(s: &str) -> Option<(char, usize)> {
             "middot" => '·',
             "times" => '×',
             _ => return None,
-        };
-        c
+        }
     };
     Some((c, end + 1))
 }
@@ -481,11 +480,9 @@ impl Builder {
                     }
                 }
             }
-            "li" => {
-                if self.table.is_none() {
-                    if let Some(list) = &mut self.list {
-                        Self::finish_item(list);
-                    }
+            "li" if self.table.is_none() => {
+                if let Some(list) = &mut self.list {
+                    Self::finish_item(list);
                 }
             }
             "td" | "th" => {

@@ -5,18 +5,26 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{composition, context, long_composition, OUTCOME_TEXT};
 use signpost_letter::Letter;
 
-fn temp_pdf(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("signpost-letter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+/// A PDF written to the temp directory for a tool to read, removed again when dropped.
+struct TempPdf(PathBuf);
+
+impl Drop for TempPdf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_pdf(name: &str, bytes: &[u8]) -> TempPdf {
+    let unique = format!("signpost-letter-{}-{name}", std::process::id());
+    let path = std::env::temp_dir().join(unique);
     std::fs::write(&path, bytes).expect("write pdf");
-    path
+    TempPdf(path)
 }
 
 fn run(tool: &str, package: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -28,7 +36,7 @@ fn run(tool: &str, package: &str, args: &[&std::ffi::OsStr]) -> std::process::Ou
     }
 }
 
-fn pdftotext(path: &PathBuf) -> String {
+fn pdftotext(path: &Path) -> String {
     let output = run(
         "pdftotext",
         "poppler-utils",
@@ -54,7 +62,7 @@ fn pdftotext_reads_patient_nhs_number_scheme_and_outcome() {
         "example.pdf",
         &Letter::new(&composition(), &context()).to_pdf(),
     );
-    let text = pdftotext(&path);
+    let text = pdftotext(&path.0);
     let flat = words(&text);
     for expected in [
         "Social prescribing outcome",
@@ -91,7 +99,7 @@ fn pdftotext_reads_patient_nhs_number_scheme_and_outcome() {
 fn pdftotext_finds_whose_letter_it_is_on_every_page() {
     let pdf = Letter::new(&long_composition(80), &context()).to_pdf();
     let path = temp_pdf("long.pdf", &pdf);
-    let text = pdftotext(&path);
+    let text = pdftotext(&path.0);
     let pages: Vec<&str> = text
         .split('\u{c}')
         .filter(|p| !p.trim().is_empty())
@@ -120,7 +128,7 @@ fn pdftotext_decodes_winansi_characters() {
         "<p>Caf&eacute; &pound;5 &lsquo;ok&rsquo; &ldquo;yes&rdquo; a&ndash;b c&mdash;d</p>",
     )]});
     let path = temp_pdf("winansi.pdf", &Letter::new(&comp, &context()).to_pdf());
-    let text = pdftotext(&path);
+    let text = pdftotext(&path.0);
     assert!(
         words(&text).contains("Café £5 ‘ok’ “yes” a–b c—d"),
         "{text}"
@@ -145,7 +153,7 @@ fn qpdf_finds_no_structural_errors() {
     ];
     for (name, pdf) in cases {
         let path = temp_pdf(name, &pdf);
-        let output = run("qpdf", "qpdf", &["--check".as_ref(), path.as_os_str()]);
+        let output = run("qpdf", "qpdf", &["--check".as_ref(), path.0.as_os_str()]);
         let report = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success() && report.contains("No syntax or stream encoding errors"),

@@ -43,7 +43,9 @@ fn html_escapes_everything_from_the_scheme_and_the_context() {
     assert!(!html.contains("alert(2)"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &quot;quoted&quot;"));
     assert!(html.contains("&lt;i&gt;Jane Example"));
-    assert!(html.contains("Completed – a &amp; b"));
+    assert!(html.contains(
+        "<dt>Status</dt><dd>Completed</dd></div>\n<div><dt>Reason</dt><dd>a &amp; b</dd>"
+    ));
 }
 
 #[test]
@@ -79,7 +81,9 @@ fn text_wraps_long_content_and_long_words() {
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "{line:?}");
     }
-    assert!(text.contains("Status:         Rejected by the scheme – Outside our area."));
+    assert!(
+        text.contains("Status:         Rejected by the scheme\nReason:         Outside our area.")
+    );
     assert!(text.contains("\n 9. nine\n10. ten is a long item"));
     assert!(text.contains("\nNotes: note note"));
 }

@@ -96,7 +96,10 @@ fn garbage(rng: &mut XorShift, tokens: usize) -> String {
                 s.push(c);
             }
             1 => s.push_str(&"W".repeat(rng.below(300))),
-            _ => s.push_str(*rng.pick(FRAGMENTS)),
+            _ => {
+                let fragment: &&str = rng.pick(FRAGMENTS);
+                s.push_str(fragment);
+            }
         }
     }
     s

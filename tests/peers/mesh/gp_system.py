@@ -70,8 +70,15 @@ DUPLICATE = {"20007", "20008"}
 
 
 def connect(args) -> MeshClient:
+    tls = {}
+    if args.cert:
+        tls["cert"] = (args.cert, args.key)
+    if args.ca:
+        tls["verify"] = args.ca
+        # requests also checks against its own bundle per request; point that at the CA too.
+        os.environ["REQUESTS_CA_BUNDLE"] = args.ca
     return MeshClient(args.url, args.mailbox, args.password, shared_key=args.shared_key.encode(),
-                      max_retries=0, application_name="signpost-gp-peer")
+                      max_retries=0, application_name="signpost-gp-peer", **tls)
 
 
 def receive(args):
@@ -202,6 +209,9 @@ def main():
     parser.add_argument("--mailbox", default=env("MESH_MAILBOX", "A81001OT001"))
     parser.add_argument("--password", default=env("MESH_PASSWORD", "gp-password"))
     parser.add_argument("--shared-key", default=env("MESH_SHARED_KEY", "TestKey"))
+    parser.add_argument("--cert", help="client certificate (PEM) for a MESH server over mutual TLS")
+    parser.add_argument("--key", help="the client certificate's private key (PEM)")
+    parser.add_argument("--ca", help="CA certificate (PEM) that signs the server's certificate")
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("receive", help="download, save and acknowledge every inbox message")
     rec.add_argument("--out", required=True)

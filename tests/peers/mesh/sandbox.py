@@ -1,8 +1,9 @@
 """Run NHS England's PyPI `mesh-sandbox` on loopback with Signpost's test mailboxes.
 
     python tests/peers/mesh/sandbox.py --port 8700 [--host 127.0.0.1] [--data-dir DIR]
+        [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 
-Plain HTTP, one worker, in-memory store unless STORE_MODE/MAILBOXES_DATA_DIR say
+Plain HTTP (or HTTPS, with client certificates required when --tls-client-ca is given), one worker, in-memory store unless STORE_MODE/MAILBOXES_DATA_DIR say
 otherwise. Defaults (each can be overridden in the environment): AUTH_MODE=full,
 STORE_MODE=memory, SHARED_KEY=TestKey.
 
@@ -167,6 +168,9 @@ def main():
     parser.add_argument("--port", type=int, default=8700)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="holds mailboxes/workflows/patients.jsonl")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="... and this private key (PEM)")
+    parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (PEM), as MESH does")
     args = parser.parse_args()
     DATA_DIR = args.data_dir.resolve()
     if os.environ["STORE_MODE"] not in ("memory", "file"):
@@ -174,7 +178,13 @@ def main():
     _use_data_dir()
     _route_gpprovider()
     logging.getLogger("mesh-sandbox").setLevel(args.log_level.upper())
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level=args.log_level)
+    tls = {}
+    if args.tls_cert:
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+        if args.tls_client_ca:
+            import ssl
+            tls.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level=args.log_level, **tls)
 
 
 if __name__ == "__main__":

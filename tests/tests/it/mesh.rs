@@ -36,21 +36,28 @@ fn peer(script: &str) -> PathBuf {
 struct Sandbox {
     child: Child,
     url: String,
+    /// The GP system's TLS options for `gp_system.py`, when the sandbox serves HTTPS.
+    gp_tls: Vec<String>,
 }
 
 impl Sandbox {
-    async fn start_on(port: u16) -> Sandbox {
+    fn spawn(port: u16, extra: &[String]) -> Child {
         let mut cmd = Command::new(python());
         cmd.arg(peer("sandbox.py"))
             .args(["--port", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null());
         if std::env::var("TEST_LOG").is_err() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
-        let child = cmd.spawn().expect("start the MESH sandbox");
+        cmd.spawn().expect("start the MESH sandbox")
+    }
+
+    async fn start_on(port: u16) -> Sandbox {
         let sandbox = Sandbox {
-            child,
+            child: Self::spawn(port, &[]),
             url: format!("http://127.0.0.1:{port}"),
+            gp_tls: Vec::new(),
         };
         let client = Client::new();
         let health = format!("{}/health", sandbox.url);
@@ -64,18 +71,48 @@ impl Sandbox {
         Self::start_on(free_port()).await
     }
 
+    /// The sandbox over HTTPS, requiring client certificates signed by the test CA.
+    async fn start_mutual_tls(pki: &Pki) -> Sandbox {
+        let port = free_port();
+        let path = |f: &str| pki.dir.path().join(f).display().to_string();
+        let args = [
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--tls-client-ca",
+            &path("ca.pem"),
+        ]
+        .map(str::to_owned);
+        let sandbox = Sandbox {
+            child: Self::spawn(port, &args),
+            url: format!("https://localhost:{port}"),
+            gp_tls: [
+                "--cert",
+                &path("gp.pem"),
+                "--key",
+                &path("gp.key"),
+                "--ca",
+                &path("ca.pem"),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        };
+        let client = pki.client(Some("signpost")).expect("a TLS client");
+        let health = format!("{}/health", sandbox.url);
+        assert_eventually!(60, "the MESH sandbox answers /health over mutual TLS", {
+            matches!(get(&client, &health).await, Ok(status) if status == 200)
+        });
+        sandbox
+    }
+
     /// The GP practice reads its inbox: each message's `mex-*` headers and body file.
     fn gp_receive(&self, out: &Path) -> Vec<(Value, PathBuf)> {
         let run = Command::new(python())
             .arg(peer("gp_system.py"))
-            .args([
-                "--url",
-                &self.url,
-                "--mailbox",
-                GP_MAILBOX,
-                "receive",
-                "--out",
-            ])
+            .args(["--url", &self.url, "--mailbox", GP_MAILBOX])
+            .args(&self.gp_tls)
+            .args(["receive", "--out"])
             .arg(out)
             .output()
             .expect("run gp_system.py receive");
@@ -103,7 +140,9 @@ impl Sandbox {
     fn gp_ack(&self, received: &Path, code: &str) {
         let run = Command::new(python())
             .arg(peer("gp_system.py"))
-            .args(["--url", &self.url, "--mailbox", GP_MAILBOX, "ack"])
+            .args(["--url", &self.url, "--mailbox", GP_MAILBOX])
+            .args(&self.gp_tls)
+            .arg("ack")
             .args(["--to", SIGNPOST_MAILBOX, "--code", code, "--in-reply-to"])
             .arg(received)
             .output()
@@ -146,6 +185,74 @@ impl Drop for Sandbox {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A throwaway CA, a server certificate for `localhost`, and client certificates for Signpost
+/// and the GP system, as PEM files in a temp dir; nothing is checked in.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let dir = TempDir::new("signpost-mesh-pki");
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Signpost test MESH CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        write("ca.pem", ca.pem());
+        for (name, san) in [
+            ("server", "localhost"),
+            ("signpost", "signpost.test"),
+            ("gp", "gp.test"),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, san);
+            // OpenSSL (the Python peer's TLS) wants the issuer's key id in every certificate.
+            params.use_authority_key_identifier_extension = true;
+            let cert = params.signed_by(&key, &*ca).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn files(&self, identity: Option<&str>) -> signpost_bus::http::TlsFiles {
+        signpost_bus::http::TlsFiles {
+            ca: Some(self.dir.path().join("ca.pem")),
+            client_cert: identity.map(|i| self.dir.path().join(format!("{i}.pem"))),
+            client_key: identity.map(|i| self.dir.path().join(format!("{i}.key"))),
+        }
+    }
+
+    fn client(
+        &self,
+        identity: Option<&str>,
+    ) -> Result<signpost_bus::http::HttpClient, signpost_bus::http::TlsError> {
+        signpost_bus::http::HttpClient::with_tls(
+            std::time::Duration::from_secs(5),
+            &self.files(identity),
+        )
+    }
+}
+
+async fn get(client: &signpost_bus::http::HttpClient, url: &str) -> Result<u16, String> {
+    client
+        .send(http::Method::GET, url, &[], Vec::new(), 1 << 16)
+        .await
+        .map(|a| a.status.as_u16())
+        .map_err(|e| e.to_string())
 }
 
 fn free_port() -> u16 {
@@ -193,6 +300,9 @@ fn mesh_settings(url: &str) -> Mesh {
         poll_interval_ms: 200,
         // Small chunks, so that every letter goes in several (the PDF alone is larger).
         chunk_bytes: 4096,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     }
 }
 
@@ -506,5 +616,50 @@ async fn a_letter_for_an_unreachable_mesh_retries_parks_and_is_delivered_exactly
         .filter(|s| *s == "letter-sent")
         .count();
     assert_eq!(sent, 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_and_acknowledgements_cross_mutual_tls_and_mesh_refuses_a_caller_without_a_certificate(
+) {
+    let pki = Pki::new();
+    let sandbox = Sandbox::start_mutual_tls(&pki).await;
+    let health = format!("{}/health", sandbox.url);
+    assert!(
+        get(&pki.client(None).unwrap(), &health).await.is_err(),
+        "no client certificate: refused"
+    );
+    let public_roots = signpost_bus::http::HttpClient::new(std::time::Duration::from_secs(5));
+    assert!(
+        get(&public_roots, &health).await.is_err(),
+        "a server certificate from an unknown CA is refused"
+    );
+
+    let listener = bind().await;
+    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
+    let world = World::new(Some(fhir.clone())).await;
+    mesh_directory(&world, None);
+    let gw = Gateway::start_on(listener, |addr| {
+        let mut s = world.settings(addr);
+        let files = pki.files(Some("signpost"));
+        s.mesh = Some(Mesh {
+            ca_file: files.ca,
+            client_cert: files.client_cert,
+            client_key: files.client_key,
+            ..mesh_settings(&sandbox.url)
+        });
+        s
+    })
+    .await;
+    let c = &world.client;
+    let (reply, _, _) = post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let referral = referral_id(&reply.body);
+    wait_for_step(c, &gw.fhir, &referral, "letter-sent", 30).await;
+    let inbox = TempDir::new("signpost-mesh-gp");
+    let received = sandbox.gp_receive(inbox.path());
+    assert_eq!(received.len(), 1);
+    sandbox.gp_ack(&received[0].1, "30001");
+    wait_for_step(c, &gw.fhir, &referral, "letter-filed", 20).await;
     gw.stop().await;
 }
