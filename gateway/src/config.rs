@@ -434,6 +434,52 @@ mod tests {
     }
 
     #[test]
+    fn a_mesh_mailbox_comes_from_the_file_or_from_all_five_variables() {
+        let s: Settings = toml::from_str(
+            "[mesh]\nurl = \"https://mesh.example\"\nmailbox = \"X26ABC001\"\npassword = \"s3cr3t-pw\"\nshared_key = \"k3y-value\"\nods = \"X26\"\n",
+        )
+        .unwrap();
+        let mesh = s.mesh.as_ref().unwrap();
+        assert_eq!(
+            (mesh.poll_interval_ms, mesh.chunk_bytes),
+            (60_000, 20 << 20)
+        );
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cr3t-pw") && !shown.contains("k3y-value"),
+            "{shown}"
+        );
+
+        let vars = [
+            ("SIGNPOST_MESH_URL", "http://127.0.0.1:1"),
+            ("SIGNPOST_MESH_MAILBOX", "X26ABC001"),
+            ("SIGNPOST_MESH_PASSWORD", "pw"),
+            ("SIGNPOST_MESH_SHARED_KEY", "key"),
+            ("SIGNPOST_MESH_ODS", "X26"),
+            ("SIGNPOST_MESH_POLL_INTERVAL_MS", "250"),
+        ];
+        let mut s = Settings::default();
+        s.apply_env(|n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let mesh = s.mesh.unwrap();
+        assert_eq!(mesh.mailbox, "X26ABC001");
+        assert_eq!(mesh.password.expose(), "pw");
+        assert_eq!(mesh.poll_interval_ms, 250);
+
+        let mut s = Settings::default();
+        let err = s
+            .apply_env(|n| (n == "SIGNPOST_MESH_URL").then(|| "https://x".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SIGNPOST_MESH_PASSWORD"), "{err}");
+        assert!(s.mesh.is_none());
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         assert!(toml::from_str::<Settings>("lissen = \"x\"").is_err());
     }

@@ -497,6 +497,21 @@ impl Gateway {
             .iter()
             .find(|(_, r)| matches!(type_of(r), Some("Composition" | "DocumentReference")))
             .map(|(_, r)| r);
+        // A letter about someone else must never reach this patient's notes.
+        if let Some(subject) = letter.and_then(|l| l.get("subject")) {
+            let nhs = match entries.resolve(subject) {
+                Some((_, patient)) => identifier_value(patient, uris::NHS_NUMBER),
+                None => str_at(subject, "/identifier/system")
+                    .filter(|s| uris::is_system(s, uris::NHS_NUMBER))
+                    .and_then(|_| str_at(subject, "/identifier/value")),
+            };
+            if nhs.is_some_and(|n| n != before.nhs_number) {
+                return Err(ApiError::business_rule(
+                    "The letter's subject is not the referral's patient: the NHS numbers differ",
+                )
+                .at("Composition.subject"));
+            }
+        }
 
         let now = now_rfc3339();
         let mut after = before.clone();

@@ -267,6 +267,16 @@ impl InboxPoller {
         // Messages that could not be read: left in the inbox for a person, logged once.
         let mut unreadable: HashSet<String> = HashSet::new();
         let name = format!("signpost-mesh-inbox-{}", self.client.mailbox());
+        // MESH asks clients to validate their mailbox when they start; a failure is logged and
+        // the poller carries on (the server may come back).
+        match self.client.handshake().await {
+            Ok(()) => {
+                tracing::info!(mailbox = %self.client.mailbox(), "MESH mailbox handshake done")
+            }
+            Err(error) => {
+                tracing::warn!(%error, mailbox = %self.client.mailbox(), "MESH mailbox handshake failed")
+            }
+        }
         'connection: loop {
             let Some(conn) = amqp::connect_with_backoff(&self.amqp_url, &name, &shutdown).await
             else {

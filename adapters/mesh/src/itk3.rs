@@ -424,7 +424,9 @@ pub struct ItkResponse {
     pub sender_reference: Option<String>,
     pub kind: AckKind,
     pub code: String,
-    pub display: String,
+    /// What the code means, from ITK-ResponseCodes-1 as Signpost knows it (never the far
+    /// end's own text, which could carry anything).
+    pub display: &'static str,
     /// `ok`, `transient-error` or `fatal-error`.
     pub response_code: String,
 }
@@ -434,6 +436,23 @@ impl ItkResponse {
     /// here` for a business one, and `response.code` `ok`.
     pub fn is_positive(&self) -> bool {
         self.response_code == "ok" && matches!(self.code.as_str(), "20013" | "30001")
+    }
+}
+
+/// The meaning of an ITK-ResponseCodes-1 code (standards.md §2.4).
+pub fn response_meaning(code: &str) -> &'static str {
+    match code {
+        "20006" => "ITK header validation failure",
+        "20007" => "Duplicate Message received",
+        "20009" => "Payload validation failure",
+        "20013" => "Success",
+        "20014" => "Unable to Process Replacement Document",
+        "20015" => "Message too large",
+        "30001" => "Patient known here",
+        "30002" => "Patient not known here",
+        "30003" => "Patient no longer at this clinical setting",
+        c if c.starts_with('1') || c.starts_with('2') => "infrastructure error",
+        _ => "business response",
     }
 }
 
@@ -509,11 +528,7 @@ pub fn parse_response(body: &[u8]) -> Result<ItkResponse, String> {
         sender_reference,
         kind,
         code: code.to_owned(),
-        display: s(coding, "/display")
-            .unwrap_or("")
-            .chars()
-            .take(120)
-            .collect(),
+        display: response_meaning(code),
         response_code,
     })
 }
@@ -658,6 +673,10 @@ mod tests {
         let r = parse_response(&response("30001", "ok")).unwrap();
         assert_eq!((r.kind, r.is_positive()), (AckKind::Business, true));
         assert_eq!(r.answers, "m-1");
+        assert_eq!(
+            r.display, "Patient known here",
+            "our text, not the sender's"
+        );
         assert_eq!(r.sender_reference.as_deref(), Some("r-1"));
         let r = parse_response(&response("20013", "ok")).unwrap();
         assert_eq!((r.kind, r.is_positive()), (AckKind::Infrastructure, true));

@@ -163,3 +163,56 @@ async fn a_cancellation_reaches_the_scheme_and_closes_the_referral() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_about_another_patient_is_refused_and_nothing_goes_to_the_gp() {
+    let world = World::new(None).await;
+    let gw = Gateway::start(|addr| world.settings(addr)).await;
+    let c = &world.client;
+    let (r, _, _) = post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
+    let referral = referral_id(&r.body);
+    assert_eventually!(
+        30,
+        "the scheme has the referral",
+        world.scheme.accepted().len() == 1
+    );
+    let message = world.scheme.accepted()[0].body.clone();
+    // 9434765919 is a valid NHS number, but not this referral's patient (9990000018).
+    let wrong = signpost_tests::messages::scheme_response(
+        &message,
+        "accepted",
+        None,
+        Some(signpost_tests::messages::outcome_letter("9434765919")),
+    );
+    let reply = c
+        .process_message(
+            &gw.fhir,
+            &new_id(),
+            &new_id(),
+            wrong.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(
+        reply.outcome_codes(),
+        (
+            "business-rule".to_owned(),
+            "REC_UNPROCESSABLE_ENTITY".to_owned()
+        )
+    );
+    assert!(
+        !reply.text.contains("9434765919"),
+        "the answer does not repeat the NHS number"
+    );
+    let timeline = steps(c, &gw.fhir, &referral).await;
+    assert!(
+        !timeline.iter().any(|s| s.starts_with("letter")),
+        "{timeline:?}"
+    );
+    assert!(
+        !timeline.contains(&"accepted".to_owned()),
+        "the whole response was refused"
+    );
+    gw.stop().await;
+}
