@@ -306,6 +306,27 @@ fn mesh_settings(url: &str) -> Mesh {
     }
 }
 
+/// A whole loop whose Riverside practice is reached over MESH at `mesh_url`: the stand-in scheme
+/// works every referral to a letter. `tweak` adjusts the settings.
+async fn mesh_loop(
+    mesh_url: &str,
+    max_attempts: Option<u32>,
+    tweak: impl FnOnce(&mut signpost_gateway::config::Settings),
+) -> (World, Gateway) {
+    let listener = bind().await;
+    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
+    let world = World::new(Some(fhir)).await;
+    mesh_directory(&world, max_attempts);
+    let gw = Gateway::start_on(listener, |addr| {
+        let mut s = world.settings(addr);
+        s.mesh = Some(mesh_settings(mesh_url));
+        tweak(&mut s);
+        s
+    })
+    .await;
+    (world, gw)
+}
+
 async fn wait_for_step(c: &Client, fhir: &str, referral: &str, step: &str, secs: u64) {
     assert_eventually!(secs, format!("the timeline shows {step}"), {
         steps(c, fhir, referral).await.iter().any(|s| s == step)
@@ -342,16 +363,7 @@ fn pdftotext(pdf: &Path) -> String {
 async fn a_letter_reaches_the_gp_mailbox_over_mesh_and_both_acknowledgements_land_on_the_timeline()
 {
     let sandbox = Sandbox::start().await;
-    let listener = bind().await;
-    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
-    let world = World::new(Some(fhir.clone())).await;
-    mesh_directory(&world, None);
-    let gw = Gateway::start_on(listener, |addr| {
-        let mut s = world.settings(addr);
-        s.mesh = Some(mesh_settings(&sandbox.url));
-        s
-    })
-    .await;
+    let (world, gw) = mesh_loop(&sandbox.url, None, |_| {}).await;
     let c = &world.client;
 
     let (reply, _, _) = post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
@@ -464,15 +476,8 @@ async fn a_letter_reaches_the_gp_mailbox_over_mesh_and_both_acknowledgements_lan
 async fn error_reports_negative_and_missing_acknowledgements_show_on_the_timeline_and_raise_alerts()
 {
     let sandbox = Sandbox::start().await;
-    let listener = bind().await;
-    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
-    let world = World::new(Some(fhir.clone())).await;
-    mesh_directory(&world, None);
-    let gw = Gateway::start_on(listener, |addr| {
-        let mut s = world.settings(addr);
-        s.mesh = Some(mesh_settings(&sandbox.url));
+    let (world, gw) = mesh_loop(&sandbox.url, None, |s| {
         s.letter_ack_timeout_s = 3;
-        s
     })
     .await;
     let c = &world.client;
@@ -563,16 +568,7 @@ async fn a_letter_for_an_unreachable_mesh_retries_parks_and_is_delivered_exactly
     // MESH is down: its port is free and nothing listens yet.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let listener = bind().await;
-    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
-    let world = World::new(Some(fhir.clone())).await;
-    mesh_directory(&world, Some(3));
-    let gw = Gateway::start_on(listener, |addr| {
-        let mut s = world.settings(addr);
-        s.mesh = Some(mesh_settings(&url));
-        s
-    })
-    .await;
+    let (world, gw) = mesh_loop(&url, Some(3), |_| {}).await;
     let c = &world.client;
 
     let (reply, _, _) = post_fixture(c, &gw.fhir, "gp-system/referral-new.json").await;
@@ -635,20 +631,12 @@ async fn letters_and_acknowledgements_cross_mutual_tls_and_mesh_refuses_a_caller
         "a server certificate from an unknown CA is refused"
     );
 
-    let listener = bind().await;
-    let fhir = format!("http://{}/fhir", listener.local_addr().unwrap());
-    let world = World::new(Some(fhir.clone())).await;
-    mesh_directory(&world, None);
-    let gw = Gateway::start_on(listener, |addr| {
-        let mut s = world.settings(addr);
+    let (world, gw) = mesh_loop(&sandbox.url, None, |s| {
         let files = pki.files(Some("signpost"));
-        s.mesh = Some(Mesh {
-            ca_file: files.ca,
-            client_cert: files.client_cert,
-            client_key: files.client_key,
-            ..mesh_settings(&sandbox.url)
-        });
-        s
+        let mesh = s.mesh.as_mut().unwrap();
+        mesh.ca_file = files.ca;
+        mesh.client_cert = files.client_cert;
+        mesh.client_key = files.client_key;
     })
     .await;
     let c = &world.client;
