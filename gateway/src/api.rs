@@ -16,9 +16,12 @@ use serde_json::{json, Value};
 use signpost_bus::uris;
 use signpost_bus::Directory;
 
+use crate::audit::{Action, Audit};
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::fhir::{self, instant, searchset};
 use crate::pipeline::{Gateway, RequestIds};
+use crate::server::Client;
 use crate::store::ReferralRow;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -31,6 +34,7 @@ pub struct Api {
     pub request_timeout: Duration,
     /// Absolute base for fullUrls in search results.
     pub base_url: String,
+    pub audit: Audit,
 }
 
 type Answer = Result<(StatusCode, Value), ApiError>;
@@ -43,24 +47,97 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = std::time::Instant::now();
+    // The server tags every request; one without a tag is from no known client.
+    let client = req.extensions().get::<Client>().cloned().unwrap_or(Client {
+        caller: Caller::Unknown {
+            fingerprint: "none".to_owned(),
+        },
+        peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    });
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let echo = echo_headers(req.headers());
     let timeout = api.request_timeout;
     let metrics = api.gateway.metrics.clone();
-    let worker = tokio::spawn(route(api, req));
-    let mut response = match tokio::time::timeout(timeout, worker).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(join)) => error_response(&ApiError::internal(&join)),
-        Err(_) => error_response(&ApiError::timeout()),
+    let worker = tokio::spawn(crate::audit::with_entity(route(
+        api.clone(),
+        req,
+        client.caller.clone(),
+    )));
+    let (mut response, entity) = match tokio::time::timeout(timeout, worker).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(join)) => (error_response(&ApiError::internal(&join)), None),
+        Err(_) => (error_response(&ApiError::timeout()), None),
     };
     for (name, value) in echo {
         response.headers_mut().insert(name, value);
     }
     let status = response.status().as_u16();
     metrics.http_answer(status);
-    tracing::info!(%method, path = %redact_path(&path), status, ms = started.elapsed().as_millis() as u64, "request");
+    let shape = redact_path(&path);
+    tracing::info!(%method, path = %shape, status, ms = started.elapsed().as_millis() as u64, "request");
+    // Liveness and readiness probes are not audited: they touch no data.
+    if !matches!(path.as_str(), "/healthz" | "/readyz") {
+        let rec = response
+            .extensions()
+            .get::<RecCode>()
+            .map(|c| format!(" {}", c.0))
+            .unwrap_or_default();
+        api.audit
+            .record(crate::audit::Record {
+                at_ms: crate::store::now_ms(),
+                kind: "rest",
+                subtype: subtype(&method, &path).to_owned(),
+                action: action(&method, &path),
+                agent: client.caller.agent(),
+                address: Some(client.peer.to_string()),
+                entity,
+                status,
+                detail: format!("{method} {shape}{rec}"),
+            })
+            .await;
+    }
     response
+}
+
+/// The `REC_*` code of an error answer, kept on the response for the audit record.
+#[derive(Debug, Clone, Copy)]
+struct RecCode(&'static str);
+
+/// What kind of interaction a request is, for the audit trail.
+fn subtype(method: &Method, path: &str) -> &'static str {
+    if path.starts_with("/admin") {
+        "admin"
+    } else if path.ends_with("$process-message") {
+        "process-message"
+    } else if path.ends_with("$validate") {
+        "validate"
+    } else if path.ends_with("$timeline") {
+        "timeline"
+    } else if path == "/metrics" {
+        "metrics"
+    } else if path.ends_with("/metadata") {
+        "capabilities"
+    } else if *method == Method::GET {
+        let segments = path.trim_matches('/').split('/').count();
+        if segments >= 3 {
+            "read"
+        } else {
+            "search"
+        }
+    } else {
+        "other"
+    }
+}
+
+fn action(method: &Method, path: &str) -> Action {
+    if path.ends_with("$process-message") || path.contains("$replay") {
+        Action::Execute
+    } else if *method == Method::GET {
+        Action::Read
+    } else {
+        Action::Execute
+    }
 }
 
 /// Paths carry ids, not patient data, but keep logs to the route's shape anyway.
@@ -99,10 +176,12 @@ fn json_response(
 }
 
 pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
-    json_response(e.status, &e.to_operation_outcome(), FHIR_JSON)
+    let mut r = json_response(e.status, &e.to_operation_outcome(), FHIR_JSON);
+    r.extensions_mut().insert(RecCode(e.rec));
+    r
 }
 
-async fn route<B>(api: Arc<Api>, req: Request<B>) -> Response<Full<Bytes>>
+async fn route<B>(api: Arc<Api>, req: Request<B>, caller: Caller) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -119,6 +198,9 @@ where
         }
         "/readyz" => return readyz(&api).await,
         "/metrics" => {
+            if let Err(e) = auth::operator(&caller) {
+                return error_response(&e);
+            }
             let unsent = api.gateway.store.unsent_count().await.unwrap_or(-1);
             let text = api
                 .gateway
@@ -134,6 +216,9 @@ where
         _ => {}
     }
     if let Some(admin_path) = path.strip_prefix("/admin") {
+        if let Err(e) = auth::operator(&caller) {
+            return error_response(&e);
+        }
         return match admin(&api, &method, admin_path, &query).await {
             Ok(body) => json_response(StatusCode::OK, &body, "application/json"),
             Err(e) => error_response(&e),
@@ -148,12 +233,18 @@ where
         return error_response(&e);
     }
     let segments: Vec<&str> = fhir_path.split('/').filter(|s| !s.is_empty()).collect();
+    // The CapabilityStatement is for everyone who got through TLS; the rest for known clients.
+    if segments.as_slice() != ["metadata"] {
+        if let Err(e) = auth::known(&caller) {
+            return error_response(&e);
+        }
+    }
     let answer: Answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["metadata"]) => Ok((
             StatusCode::OK,
             crate::capability::capability_statement(&fhir::instant(crate::store::now_ms())),
         )),
-        (&Method::POST, ["$process-message"]) => process_message(&api, req).await,
+        (&Method::POST, ["$process-message"]) => process_message(&api, &caller, req).await,
         (&Method::POST, ["$validate"]) => validate(&api, req, None, &query).await,
         (&Method::POST, [t, "$validate"]) => {
             let t = (*t).to_owned();
@@ -165,12 +256,18 @@ where
         | (_, [_, "$validate"]) => Err(ApiError::method_not_allowed(format!(
             "{method} is not allowed here"
         ))),
-        (&Method::GET, ["ServiceRequest"]) => search_service_requests(&api, &query).await,
-        (&Method::GET, ["ServiceRequest", id]) => read_referral(&api, id, false).await,
-        (&Method::GET, ["ServiceRequest", id, "$timeline"]) => timeline(&api, id, false).await,
-        (&Method::GET, ["Task"]) => search_tasks(&api, &query).await,
-        (&Method::GET, ["Task", id]) => read_referral(&api, id, true).await,
-        (&Method::GET, ["Task", id, "$timeline"]) => timeline(&api, id, true).await,
+        (&Method::GET, ["ServiceRequest"]) => search_service_requests(&api, &caller, &query).await,
+        (&Method::GET, ["ServiceRequest", id]) => read_referral(&api, &caller, id, false).await,
+        (&Method::GET, ["ServiceRequest", id, "$timeline"]) => {
+            timeline(&api, &caller, id, false).await
+        }
+        (&Method::GET, ["Task"]) => search_tasks(&api, &caller, &query).await,
+        (&Method::GET, ["Task", id]) => read_referral(&api, &caller, id, true).await,
+        (&Method::GET, ["Task", id, "$timeline"]) => timeline(&api, &caller, id, true).await,
+        (&Method::GET, ["AuditEvent"]) => audit_events(&api, &caller, &query).await,
+        (_, ["AuditEvent", ..]) => Err(ApiError::method_not_allowed(
+            "The audit trail is read-only: GET /fhir/AuditEvent",
+        )),
         (&Method::GET, [t @ ("HealthcareService" | "Endpoint")]) => Ok((
             StatusCode::OK,
             searchset(&api.base_url, api.directory.resources(t).cloned().collect()),
@@ -350,7 +447,7 @@ fn required_uuid_header(headers: &HeaderMap, name: &'static str) -> Result<Strin
     Ok(v.trim().to_owned())
 }
 
-async fn process_message<B>(api: &Api, req: Request<B>) -> Answer
+async fn process_message<B>(api: &Api, caller: &Caller, req: Request<B>) -> Answer
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -367,7 +464,7 @@ where
     };
     check_content_type(headers)?;
     let body = read_body(api, req).await?;
-    api.gateway.process_message(&ids, &body).await
+    api.gateway.process_message(caller, &ids, &body).await
 }
 
 async fn read_body<B>(api: &Api, req: Request<B>) -> Result<Bytes, ApiError>
@@ -455,18 +552,27 @@ where
     Ok((StatusCode::OK, outcome.sorted().to_operation_outcome()))
 }
 
-async fn find_referral(api: &Api, id: &str, by_task: bool) -> Result<ReferralRow, ApiError> {
+/// A referral by ServiceRequest or Task id, if the caller may read it.
+async fn find_referral(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    by_task: bool,
+) -> Result<ReferralRow, ApiError> {
     let found = if by_task {
         api.gateway.store.referral_by_task(id).await?
     } else {
         api.gateway.store.referral(id).await?
     };
     let what = if by_task { "Task" } else { "ServiceRequest" };
-    found.ok_or_else(|| ApiError::not_found(format!("{what}/{id} is not known here")))
+    let r = found.ok_or_else(|| ApiError::not_found(format!("{what}/{id} is not known here")))?;
+    crate::audit::note_entity(&r.id);
+    auth::read(caller, &r)?;
+    Ok(r)
 }
 
-async fn read_referral(api: &Api, id: &str, task: bool) -> Answer {
-    let r = find_referral(api, id, task).await?;
+async fn read_referral(api: &Api, caller: &Caller, id: &str, task: bool) -> Answer {
+    let r = find_referral(api, caller, id, task).await?;
     Ok((
         StatusCode::OK,
         if task { r.task } else { r.service_request },
@@ -475,8 +581,8 @@ async fn read_referral(api: &Api, id: &str, task: bool) -> Answer {
 
 /// The timeline as a FHIR List: one entry per step, with its time, its step code, and what
 /// happened.
-async fn timeline(api: &Api, id: &str, by_task: bool) -> Answer {
-    let r = find_referral(api, id, by_task).await?;
+async fn timeline(api: &Api, caller: &Caller, id: &str, by_task: bool) -> Answer {
+    let r = find_referral(api, caller, id, by_task).await?;
     let steps = api.gateway.store.timeline(&r.id).await?;
     let entry: Vec<Value> = steps
         .iter()
@@ -504,7 +610,7 @@ async fn timeline(api: &Api, id: &str, by_task: bool) -> Answer {
     ))
 }
 
-async fn search_service_requests(api: &Api, query: &str) -> Answer {
+async fn search_service_requests(api: &Api, caller: &Caller, query: &str) -> Answer {
     let token = query_param(query, "patient:identifier").ok_or_else(|| {
         ApiError::not_supported("ServiceRequest search needs patient:identifier=https://fhir.nhs.uk/Id/nhs-number|<NHS number>")
     })?;
@@ -523,23 +629,41 @@ async fn search_service_requests(api: &Api, query: &str) -> Answer {
         ));
     }
     let rows = api.gateway.store.referrals_for_nhs_number(value).await?;
+    // Each caller finds only the referrals it may read.
+    let rows = rows.into_iter().filter(|r| auth::may_read(caller, r));
+    Ok((
+        StatusCode::OK,
+        searchset(&api.base_url, rows.map(|r| r.service_request).collect()),
+    ))
+}
+
+async fn search_tasks(api: &Api, caller: &Caller, query: &str) -> Answer {
+    let focus = query_param(query, "focus")
+        .ok_or_else(|| ApiError::not_supported("Task search needs focus=ServiceRequest/<id>"))?;
+    let id = focus.rsplit('/').next().unwrap_or("");
+    let found = api
+        .gateway
+        .store
+        .referral(id)
+        .await?
+        .filter(|r| auth::may_read(caller, r));
+    Ok((
+        StatusCode::OK,
+        searchset(&api.base_url, found.into_iter().map(|r| r.task).collect()),
+    ))
+}
+
+/// The audit trail, for operators: `GET /fhir/AuditEvent?date=&agent=&entity=&_count=`.
+async fn audit_events(api: &Api, caller: &Caller, query: &str) -> Answer {
+    auth::operator(caller)?;
+    let filter = crate::audit::filter(query).map_err(|e| ApiError::invalid(e).at("query"))?;
+    let rows = api.gateway.store.audit(&filter).await?;
     Ok((
         StatusCode::OK,
         searchset(
             &api.base_url,
-            rows.into_iter().map(|r| r.service_request).collect(),
+            rows.iter().map(crate::audit::to_fhir).collect(),
         ),
-    ))
-}
-
-async fn search_tasks(api: &Api, query: &str) -> Answer {
-    let focus = query_param(query, "focus")
-        .ok_or_else(|| ApiError::not_supported("Task search needs focus=ServiceRequest/<id>"))?;
-    let id = focus.rsplit('/').next().unwrap_or("");
-    let found = api.gateway.store.referral(id).await?;
-    Ok((
-        StatusCode::OK,
-        searchset(&api.base_url, found.into_iter().map(|r| r.task).collect()),
     ))
 }
 
@@ -568,7 +692,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

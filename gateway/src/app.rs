@@ -77,6 +77,7 @@ pub async fn run_gateway(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_listener(&settings, listener.local_addr()?)?;
     let directory = load_directory(&settings)?;
     let store = Store::connect(settings.database_url.expose())
         .await
@@ -117,9 +118,12 @@ pub async fn run_gateway(
         record_events: crate::record_event::Mapping::shipped()
             .context("profiles/record-events.json")?,
     });
+    let audit_stop = CancellationToken::new();
+    let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), audit_stop.clone());
     let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder {
         store: store.clone(),
         metrics: metrics.clone(),
+        audit: audit.clone(),
     });
     let replies: Arc<dyn Handler> = Arc::new(crate::replies::ReplyHandler {
         gateway: gateway.clone(),
@@ -153,23 +157,45 @@ pub async fn run_gateway(
         shutdown.clone(),
     ));
 
+    let identities = Arc::new(
+        crate::auth::Identities::from_directory(&directory)
+            .map_err(|e| anyhow::anyhow!("the directory's clients: {e}"))?,
+    );
+    let tls = match &settings.tls {
+        Some(files) => {
+            let tls = crate::tls::Reloading::new(files.clone()).context("the listener's TLS")?;
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let api = Arc::new(Api {
         gateway,
         directory,
         broker_up,
         max_body_bytes: settings.http.max_body_bytes,
         request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
-        base_url: format!("http://{local}/fhir"),
+        base_url: format!("{scheme}://{local}/fhir"),
+        audit,
     });
-    tracing::info!(listen = %local, "gateway listening");
-    crate::server::serve(listener, api, shutdown).await;
+    tracing::info!(listen = %local, tls = tls.is_some(), clients = identities.len(), "gateway listening");
+    let options = crate::server::Options {
+        tls,
+        identities,
+        header_timeout: Duration::from_millis(settings.http.header_timeout_ms),
+        max_header_bytes: settings.http.max_header_bytes,
+    };
+    crate::server::serve(listener, api, shutdown, options).await;
     tracing::info!("HTTP stopped; draining the outbox");
     // Requests have finished: let the relay publish what they committed, then stop it.
     relay_stop.cancel();
     let _ = relay.await;
     let _ = events.await;
     let _ = ack_watch.await;
+    audit_stop.cancel();
+    let _ = audit_writer.await;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -325,4 +351,22 @@ fn mesh_adapter(
             interval: Duration::from_millis(mesh.poll_interval_ms.max(10)),
         },
     )))
+}
+
+/// The listener is mutual TLS, or plain HTTP on loopback when development mode is asked for.
+fn check_listener(settings: &Settings, local: std::net::SocketAddr) -> anyhow::Result<()> {
+    match (&settings.tls, settings.plain_http) {
+        (Some(_), true) => anyhow::bail!("set either [tls] or plain_http, not both"),
+        (Some(_), false) => Ok(()),
+        (None, true) if local.ip().is_loopback() => {
+            tracing::warn!(listen = %local, "plain HTTP without client identities: development mode, every caller may do everything");
+            Ok(())
+        }
+        (None, true) => anyhow::bail!(
+            "plain_http is for development on a loopback address only; {local} is not loopback: configure [tls]"
+        ),
+        (None, false) => anyhow::bail!(
+            "the listener needs [tls] (certificate, key and client CA; SIGNPOST_TLS_*), or plain_http = true (SIGNPOST_PLAIN_HTTP) for development on loopback"
+        ),
+    }
 }

@@ -15,6 +15,12 @@
 //! | `delivery.prefetch` | – | `16` |
 //! | `http.max_body_bytes` | – | `10485760` |
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
+//! | `http.max_json_depth` | – | `64` |
+//! | `http.max_header_bytes` | – | `65536` |
+//! | `http.header_timeout_ms` | – | `10000` |
+//! | `http.rate_limit_per_s`, `http.rate_limit_burst` | – | `200`, `400` per client |
+//! | `tls.cert`, `tls.key`, `tls.client_ca`, `tls.reload_interval_ms` | `SIGNPOST_TLS_CERT`, `_KEY`, `_CLIENT_CA` | none: required unless `plain_http` |
+//! | `plain_http` | `SIGNPOST_PLAIN_HTTP` | `false` (`true` only with a loopback `listen`) |
 //! | `hl7v2_listen` | `SIGNPOST_HL7V2_LISTEN` | none (no MLLP listener) |
 //! | `webhook_secrets.<endpoint-id>` | `SIGNPOST_WEBHOOK_SECRET_<ENDPOINT_ID>` | none (required for each signed-webhook endpoint) |
 //! | `mesh.url`, `mesh.mailbox`, `mesh.password`, `mesh.shared_key`, `mesh.ods` | `SIGNPOST_MESH_URL`, `_MAILBOX`, `_PASSWORD`, `_SHARED_KEY`, `_ODS` | none (required when the directory has a `mesh` endpoint) |
@@ -57,6 +63,11 @@ pub struct Settings {
     /// Letters sent over MESH: how long to wait for the business acknowledgement before the
     /// timeline shows `letter-ack-missing` and an alert is raised.
     pub letter_ack_timeout_s: u64,
+    /// Mutual TLS on the listener (`[tls]`). Required unless `plain_http` is set.
+    pub tls: Option<Tls>,
+    /// Plain HTTP without client identities, for development on a loopback address only:
+    /// every caller may do everything. Refused with a non-loopback `listen`.
+    pub plain_http: bool,
 }
 
 /// Signpost's own MESH mailbox. Passwords and keys are [`Secret`]s.
@@ -114,6 +125,35 @@ pub struct Delivery {
 pub struct Http {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    /// Deepest JSON nesting accepted in a body (arrays and objects); deeper gets 400.
+    pub max_json_depth: usize,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client gets to send the whole request head.
+    pub header_timeout_ms: u64,
+    /// Requests per second each client (each certificate identity; each address on plain
+    /// HTTP) may make on average, and the burst it may make at once; past them, 429.
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+}
+
+/// The listener's TLS: the server certificate and key, and the CA whose client certificates
+/// are accepted (mutual TLS). The files are read again when they change.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// How often the files are checked for a change.
+    #[serde(default = "Tls::default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+impl Tls {
+    fn default_reload_interval_ms() -> u64 {
+        10_000
+    }
 }
 
 impl Default for Settings {
@@ -137,6 +177,8 @@ impl Default for Settings {
             hl7v2_listen: None,
             mesh: None,
             letter_ack_timeout_s: 2 * 86_400,
+            tls: None,
+            plain_http: false,
         }
     }
 }
@@ -157,6 +199,11 @@ impl Default for Http {
         Http {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout_ms: 5_000,
+            max_json_depth: 64,
+            max_header_bytes: 64 * 1024,
+            header_timeout_ms: 10_000,
+            rate_limit_per_s: 200,
+            rate_limit_burst: 400,
         }
     }
 }
@@ -247,6 +294,32 @@ impl Settings {
         }
         if let Some(v) = var("SIGNPOST_RETRY_HORIZON_S") {
             self.delivery.retry_horizon_s = parse_env("SIGNPOST_RETRY_HORIZON_S", &v)?;
+        }
+        if let Some(v) = var("SIGNPOST_PLAIN_HTTP") {
+            self.plain_http = parse_env("SIGNPOST_PLAIN_HTTP", &v)?;
+        }
+        match (
+            var("SIGNPOST_TLS_CERT"),
+            var("SIGNPOST_TLS_KEY"),
+            var("SIGNPOST_TLS_CLIENT_CA"),
+        ) {
+            (Some(cert), Some(key), Some(client_ca)) => {
+                self.tls = Some(Tls {
+                    cert: cert.into(),
+                    key: key.into(),
+                    client_ca: client_ca.into(),
+                    reload_interval_ms: Tls::default_reload_interval_ms(),
+                })
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(ConfigError::Env {
+                    name: "SIGNPOST_TLS_*",
+                    message:
+                        "set all of SIGNPOST_TLS_CERT, SIGNPOST_TLS_KEY and SIGNPOST_TLS_CLIENT_CA"
+                            .into(),
+                })
+            }
         }
         if let Some(v) = var("SIGNPOST_LETTER_ACK_TIMEOUT_S") {
             self.letter_ack_timeout_s = parse_env("SIGNPOST_LETTER_ACK_TIMEOUT_S", &v)?;

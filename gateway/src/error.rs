@@ -86,6 +86,28 @@ impl ApiError {
             msg,
         )
     }
+    /// 401: a client certificate the directory does not list.
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "security",
+            "REC_UNAUTHORIZED",
+            msg,
+        )
+    }
+    /// 403: a known client asking for what it may not do.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "REC_FORBIDDEN", msg)
+    }
+    /// 429: the client is over its request rate.
+    pub fn too_many_requests(msg: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            "REC_TOO_MANY_REQUESTS",
+            msg,
+        )
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "REC_NOT_FOUND", msg)
     }

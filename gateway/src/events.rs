@@ -19,6 +19,7 @@ use crate::store::{LetterAck, ParkedRow, Store};
 pub struct ReportRecorder {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub audit: crate::audit::Audit,
 }
 
 /// The timeline step for a report on a message with this outbox label.
@@ -88,7 +89,8 @@ impl ReportRecorder {
                 .clone()
                 .unwrap_or_else(|| step_for(&label, report.outcome));
             let mut tx = self.store.begin().await?;
-            if tx.record_inbox(&envelope.message_id.to_string()).await? {
+            let fresh = tx.record_inbox(&envelope.message_id.to_string()).await?;
+            if fresh {
                 let detail = match report.outcome {
                     ReportOutcome::Acknowledged | ReportOutcome::Rejected => report.detail.clone(),
                     _ => format!("{} (attempt {})", report.detail, report.attempt),
@@ -136,6 +138,26 @@ impl ReportRecorder {
                 }
             }
             tx.commit().await?;
+            if !fresh {
+                return Ok(());
+            }
+            self.audit
+                .record(crate::audit::Record {
+                    at_ms: crate::store::now_ms(),
+                    kind: "delivery",
+                    subtype: format!("{label}-delivery"),
+                    action: crate::audit::Action::Execute,
+                    agent: format!("adapter:{}", envelope.target),
+                    address: None,
+                    entity: Some(referral_id.clone()),
+                    status: match report.outcome {
+                        ReportOutcome::Delivered | ReportOutcome::Acknowledged => 200,
+                        ReportOutcome::Retrying | ReportOutcome::Sent => 202,
+                        ReportOutcome::Parked | ReportOutcome::Rejected => 500,
+                    },
+                    detail: step.clone(),
+                })
+                .await;
             Ok::<_, RecordError>(())
         }
         .await;

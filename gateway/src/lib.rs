@@ -13,6 +13,7 @@
 //! - [`relay`]: the outbox relay (publisher confirms).
 //! - [`events`]: delivery reports from adapters onto timelines.
 //! - [`error`]: the one place errors become OperationOutcomes.
+//! - [`tls`], [`auth`], [`audit`]: the mutual-TLS listener, who may do what, and the audit trail.
 //! - [`fhir`], [`capability`], [`metrics`]: helpers.
 //!
 //! The bus contract (envelope, topology, consuming) is the `signpost-bus` crate's; delivering to
@@ -21,11 +22,14 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod capability;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod fhir;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
@@ -35,4 +39,5 @@ pub mod relay;
 pub mod replies;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod validate;

@@ -16,6 +16,7 @@ use signpost_bus::uris::{self, REFERRAL_ID_SYSTEM};
 use signpost_bus::Directory;
 use tokio::sync::Notify;
 
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::fhir::{self, has_coding, identifier_value, str_at, type_of};
 use crate::message::{self, Event, Message};
@@ -65,6 +66,7 @@ impl Gateway {
     /// Handle a `$process-message` body. `Ok` is the status and the body to answer with.
     pub async fn process_message(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         body: &[u8],
     ) -> Result<(StatusCode, Value), ApiError> {
@@ -83,13 +85,13 @@ impl Gateway {
                     .at("MessageHeader.focus"));
                 }
                 match str_at(sr, "/status") {
-                    Some("revoked" | "entered-in-error") => self.cancel(ids, &msg).await,
-                    _ if msg.reason.as_deref().unwrap_or("new") == "new" => self.new_referral(ids, &msg).await,
+                    Some("revoked" | "entered-in-error") => self.cancel(caller, ids, &msg).await,
+                    _ if msg.reason.as_deref().unwrap_or("new") == "new" => self.new_referral(caller, ids, &msg).await,
                     _ => Err(ApiError::not_supported("Only new referrals and cancellations (ServiceRequest.status revoked or entered-in-error) are supported for servicerequest-request").at("MessageHeader.reason")),
                 }
             }
-            Event::Response => self.scheme_response(ids, &msg).await,
-            Event::RecordEvent => self.record_event(ids, &msg).await,
+            Event::Response => self.scheme_response(caller, ids, &msg).await,
+            Event::RecordEvent => self.record_event(caller, ids, &msg).await,
         };
         if result.is_ok() {
             self.outbox_ready.notify_one();
@@ -125,6 +127,7 @@ impl Gateway {
 
     async fn new_referral(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
     ) -> Result<(StatusCode, Value), ApiError> {
@@ -135,6 +138,7 @@ impl Gateway {
             practice: (practice_url, practice),
             ods,
         } = referral_parts(msg)?;
+        auth::send_as(caller, ods)?;
         let scheme = self.directory.scheme_for_practice(ods).ok_or_else(|| {
             ApiError::business_rule(format!(
                 "No social prescribing scheme in the directory takes referrals from practice {ods}"
@@ -229,6 +233,7 @@ impl Gateway {
         let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
         tx.add_step(&row.id, "queued", &queued).await?;
         tx.commit().await?;
+        crate::audit::note_entity(&row.id);
         self.metrics.referrals_accepted.inc();
         tracing::info!(referral = %row.id, scheme = %scheme.id, "referral accepted");
         Ok((StatusCode::OK, answer))
@@ -252,12 +257,15 @@ impl Gateway {
 
     async fn cancel(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
     ) -> Result<(StatusCode, Value), ApiError> {
         let sr = msg.focus().1;
         let status = str_at(sr, "/status").unwrap_or("revoked").to_owned();
         let before = self.find_for_cancellation(msg).await?;
+        crate::audit::note_entity(&before.id);
+        auth::cancel(caller, &before)?;
         if referral::is_terminal(&before.task_status) {
             return Err(ApiError::business_rule(format!(
                 "The referral is already closed ({}); it cannot be cancelled",
@@ -291,6 +299,7 @@ impl Gateway {
     /// A coded entry added to a GP record: what `profiles/record-events.json` says its code does.
     async fn record_event(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
     ) -> Result<(StatusCode, Value), ApiError> {
@@ -307,9 +316,9 @@ impl Gateway {
         match rule.action {
             record_event::Action::Refer => {
                 let referral = record_event::referral_message(msg);
-                self.new_referral(ids, &referral).await
+                self.new_referral(caller, ids, &referral).await
             }
-            record_event::Action::Decline => self.declined(ids, msg, &rule.code).await,
+            record_event::Action::Decline => self.declined(caller, ids, msg, &rule.code).await,
         }
     }
 
@@ -317,6 +326,7 @@ impl Gateway {
     /// cancelled, in one transaction.
     async fn declined(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
         code: &str,
@@ -345,6 +355,7 @@ impl Gateway {
                 ApiError::required("MessageHeader.sender must be the practice, with its ODS code")
                     .at("MessageHeader.sender")
             })?;
+        auth::send_as(caller, ods)?;
         let open: Vec<ReferralRow> = self
             .store
             .referrals_for_nhs_number(nhs)
@@ -467,6 +478,7 @@ impl Gateway {
 
     async fn scheme_response(
         &self,
+        caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
     ) -> Result<(StatusCode, Value), ApiError> {
@@ -491,6 +503,8 @@ impl Gateway {
                 ApiError::not_found("No referral matches MessageHeader.response.identifier")
                     .at("MessageHeader.response.identifier")
             })?;
+        crate::audit::note_entity(&before.id);
+        auth::respond(caller, &before)?;
         let entries = msg.entries();
         let task_in = entries.of_type("Task").map(|(_, t)| t);
         let letter = entries
@@ -519,6 +533,9 @@ impl Gateway {
         if let Some(task) = task_in {
             let to = str_at(task, "/status")
                 .ok_or_else(|| ApiError::required("Task.status is required").at("Task.status"))?;
+            if to != before.task_status {
+                auth::performer_status(to).map_err(|e| e.at("Task.status"))?;
+            }
             if !referral::TASK_STATUSES.contains(&to) {
                 return Err(ApiError::value(format!(
                     "Task.status '{to}' is not part of the referral lifecycle"

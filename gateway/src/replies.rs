@@ -13,6 +13,7 @@ use signpost_bus::consume::{HandlerFuture, Meta};
 use signpost_bus::directory::EndpointKind;
 use signpost_bus::{Directory, Envelope, Handler, Kind, Outcome};
 
+use crate::auth::{Caller, Identity, Role};
 use crate::pipeline::{Gateway, RequestIds};
 
 pub struct ReplyHandler {
@@ -54,7 +55,20 @@ impl ReplyHandler {
             traceparent: Some(envelope.traceparent.clone()),
         };
         let body = serde_json::to_vec(&envelope.payload).unwrap_or_default();
-        match self.gateway.process_message(&ids, &body).await {
+        // The broker vouched for the sender: the scheme(s) behind this queue-pull endpoint.
+        let caller = Caller::Known(std::sync::Arc::new(Identity {
+            id: format!("queue-pull:{endpoint}"),
+            role: Role::Scheme {
+                services: self
+                    .directory
+                    .schemes()
+                    .iter()
+                    .filter(|s| s.endpoint == endpoint)
+                    .map(|s| s.id.clone())
+                    .collect(),
+            },
+        }));
+        match self.gateway.process_message(&caller, &ids, &body).await {
             Ok(_) => Outcome::Delivered(format!("response from {endpoint} recorded")),
             Err(e) if e.issue == "duplicate" => Outcome::Delivered("already recorded".to_owned()),
             Err(e) if e.status.is_server_error() => {

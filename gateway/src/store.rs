@@ -147,7 +147,48 @@ const SCHEMA: &[&str] = &[
         alerted_ms BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS letter_acks_by_reference ON letter_acks (reference)",
+    // The audit trail: appended, never updated or deleted (no code here does either).
+    "CREATE TABLE IF NOT EXISTS audit_events (
+        id TEXT PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        subtype TEXT NOT NULL,
+        action TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        address TEXT,
+        entity TEXT,
+        status BIGINT NOT NULL,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (at_ms)",
+    "CREATE INDEX IF NOT EXISTS audit_by_entity ON audit_events (entity, at_ms)",
+    "CREATE INDEX IF NOT EXISTS audit_by_agent ON audit_events (agent, at_ms)",
 ];
+
+/// One audit record as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub id: String,
+    pub at_ms: i64,
+    pub kind: String,
+    pub subtype: String,
+    pub action: String,
+    pub agent: String,
+    pub address: Option<String>,
+    pub entity: Option<String>,
+    pub status: i64,
+    pub detail: String,
+}
+
+/// Which audit records: a time range, an agent, a referral; at most `limit`, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub agent: Option<String>,
+    pub entity: Option<String>,
+    pub limit: i64,
+}
 
 /// A letter sent over MESH whose acknowledgement is awaited.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +373,62 @@ impl Store {
                 sent_ms: r.get(3),
             })
             .collect())
+    }
+
+    /// Append audit records, all or none.
+    pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO audit_events (id, at_ms, kind, subtype, action, agent, address, entity, status, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&r.id)
+            .bind(r.at_ms)
+            .bind(&r.kind)
+            .bind(&r.subtype)
+            .bind(&r.action)
+            .bind(&r.agent)
+            .bind(&r.address)
+            .bind(&r.entity)
+            .bind(r.status)
+            .bind(&r.detail)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Audit records matching `f`, oldest first.
+    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, subtype, action, agent, address, entity, status, detail FROM audit_events
+             WHERE at_ms >= $1 AND at_ms < $2 AND ($3 = '' OR agent = $3) AND ($4 = '' OR entity = $4)
+             ORDER BY at_ms, id LIMIT $5",
+        )
+        .bind(f.from_ms.unwrap_or(i64::MIN))
+        .bind(f.to_ms.unwrap_or(i64::MAX))
+        .bind(f.agent.clone().unwrap_or_default())
+        .bind(f.entity.clone().unwrap_or_default())
+        .bind(f.limit.max(1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    subtype: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    agent: r.try_get(5)?,
+                    address: r.try_get(6)?,
+                    entity: r.try_get(7)?,
+                    status: r.try_get(8)?,
+                    detail: r.try_get(9)?,
+                })
+            })
+            .collect()
     }
 
     /// The latest document of `kind` kept for a referral.

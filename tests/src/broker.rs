@@ -61,6 +61,22 @@ impl Vhost {
         format!("{}/{}", self.base_url, self.name)
     }
 
+    /// An `amqps://` URL for this vhost: `SIGNPOST_TEST_AMQPS_URL` (set by `cargo xtask test`:
+    /// the broker's TLS listener, with the test CA and a client certificate as query parameters)
+    /// with its vhost replaced by this one, the query kept. Panics if that variable is unset.
+    pub fn amqps_url(&self) -> String {
+        let base = match std::env::var("SIGNPOST_TEST_AMQPS_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => panic!(
+                "SIGNPOST_TEST_AMQPS_URL is not set: it is an amqps:// URL of a RabbitMQ TLS \
+                 listener that requires a client certificate, with cacertfile, certfile and \
+                 keyfile. Run the tests with `cargo xtask test`, which sets up that listener \
+                 (127.0.0.1:5671) and the variable."
+            ),
+        };
+        with_vhost(&base, &self.name)
+    }
+
     /// Messages ready in a queue of this vhost.
     pub fn queue_depth(&self, queue: &str) -> Option<u64> {
         let out = Command::new("rabbitmqctl")
@@ -82,8 +98,47 @@ impl Vhost {
     }
 }
 
+/// `url` with its path (the vhost) replaced by `vhost` (one the tests make: no characters to
+/// escape), its query kept.
+fn with_vhost(url: &str, vhost: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = before_query.split_once("://").unwrap_or(("", before_query));
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    let mut out = format!("{scheme}://{authority}/{vhost}");
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 impl Drop for Vhost {
     fn drop(&mut self) {
         let _ = rabbitmqctl(&["-q", "delete_vhost", &self.name]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_vhost;
+
+    #[test]
+    fn the_vhost_is_replaced_and_the_query_kept() {
+        assert_eq!(
+            with_vhost(
+                "amqps://guest:guest@localhost:5671/%2f?cacertfile=/t/ca.pem&keyfile=/t/c.key",
+                "it-1"
+            ),
+            "amqps://guest:guest@localhost:5671/it-1?cacertfile=/t/ca.pem&keyfile=/t/c.key"
+        );
+        assert_eq!(
+            with_vhost("amqps://localhost:5671", "it-2"),
+            "amqps://localhost:5671/it-2"
+        );
     }
 }

@@ -511,6 +511,11 @@ impl Directory {
         ids
     }
 
+    /// Every scheme.
+    pub fn schemes(&self) -> &[Scheme] {
+        &self.schemes
+    }
+
     /// Resources of one type, as loaded.
     pub fn resources<'a>(&'a self, resource_type: &'a str) -> impl Iterator<Item = &'a Value> {
         self.resources

@@ -89,6 +89,36 @@ fn read_certs(
     Ok(certs)
 }
 
+/// The rustls client configuration for `files` (aws-lc-rs): the private CA when given, else the
+/// Mozilla roots; the client certificate when given. Certificate and hostname checks are rustls's
+/// own and are always on. Shared with the broker connection (`amqps://`, see [`crate::amqp`]).
+pub fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|e| file_error(path, e))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| file_error(key, e))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(TlsError::HalfIdentity),
+    })
+}
+
 impl HttpClient {
     pub fn new(timeout: Duration) -> Self {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -108,30 +138,7 @@ impl HttpClient {
 
     /// A client with its own trust anchors and, when given, a client certificate.
     pub fn with_tls(timeout: Duration, files: &TlsFiles) -> Result<Self, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        match &files.ca {
-            Some(path) => {
-                for cert in read_certs(path)? {
-                    roots.add(cert).map_err(|e| file_error(path, e))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let config = match (&files.client_cert, &files.client_key) {
-            (Some(cert), Some(key)) => {
-                let chain = read_certs(cert)?;
-                let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| file_error(key, e))?;
-                builder.with_client_auth_cert(chain, key)?
-            }
-            (None, None) => builder.with_no_client_auth(),
-            _ => return Err(TlsError::HalfIdentity),
-        };
+        let config = client_config(files)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()

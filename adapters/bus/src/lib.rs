@@ -5,7 +5,7 @@
 //!   maps onto AMQP properties and headers. Documented for other languages by
 //!   `adapters/bus/envelope.schema.json`.
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration.
-//! - [`amqp`]: connecting with backoff.
+//! - [`amqp`]: connecting (`amqp://`, and `amqps://` with certificate checks) with backoff.
 //! - [`publish`]: publishing with publisher confirms (mandatory routing, pipelined batches).
 //! - [`consume`]: consuming with acks, retry through TTL queues, parking with the reason.
 //! - [`directory`]: the FHIR directory of practices, schemes and endpoints, parsed once at start.
@@ -48,4 +48,10 @@ pub enum BusError {
     NotSent,
     #[error("envelope: {0}")]
     Envelope(#[from] envelope::EnvelopeError),
+    /// The broker URL cannot be used. Never quotes the URL (it holds the password).
+    #[error("broker URL: {0}")]
+    Url(String),
+    /// The TLS files of an `amqps://` URL cannot be used. Names the file, never its content.
+    #[error("broker TLS: {0}")]
+    Tls(#[from] http::TlsError),
 }

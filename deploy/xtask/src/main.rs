@@ -4,6 +4,7 @@
 
 mod host;
 mod paths;
+mod pki;
 mod proc;
 mod python;
 mod services;
@@ -23,14 +24,21 @@ Commands:
                   starting it if needed, as root), build the gateway and the
                   demo, then run signpost-demo with ARGS.
   test [ARGS...]  Make sure RabbitMQ (127.0.0.1:5672) and PostgreSQL
-                  (127.0.0.1:5432) run, prepare the Python test venv if
-                  tests/requirements.txt exists, build all binaries, then run
-                  `cargo test --workspace --all-targets ARGS...`.
+                  (127.0.0.1:5432) run, and RabbitMQ also with TLS on
+                  127.0.0.1:5671 requiring a client certificate (test PKI in
+                  <target>/rabbitmq-tls; as root, xtask writes
+                  /etc/rabbitmq/conf.d/90-signpost-tls.conf and restarts
+                  RabbitMQ if that listener is not up), prepare the Python
+                  test venv if tests/requirements.txt exists, build all
+                  binaries, then run `cargo test --workspace --all-targets ARGS...`.
   help            Print this message.
 
 Environment:
   CARGO_TARGET_DIR            target directory (default: <workspace>/target)
   SIGNPOST_TEST_AMQP_URL      passed to the tests (default: amqp://guest:guest@127.0.0.1:5672/%2f)
+  SIGNPOST_TEST_AMQPS_URL     passed to the tests (default: amqps://guest:guest@localhost:5671/%2f
+                              with the test PKI's cacertfile, certfile and keyfile; when set,
+                              the local TLS listener is left alone)
   SIGNPOST_TEST_AMQP_API      passed to the tests (default: http://guest:guest@127.0.0.1:15672)
   SIGNPOST_TEST_POSTGRES_URL  passed to the tests (default: postgres://postgres@127.0.0.1:5432/postgres)
 ";

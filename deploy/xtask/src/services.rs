@@ -1,17 +1,29 @@
 //! The backing services the demo and the tests need on this machine:
-//! RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432. Each
-//! `ensure_*` leaves the service listening, installing (as root, via apt)
-//! and starting it if needed.
+//! RabbitMQ on 127.0.0.1:5672 (and, for the tests, with TLS on
+//! 127.0.0.1:5671) and PostgreSQL on 127.0.0.1:5432. Each `ensure_*` leaves
+//! the service listening, installing (as root, via apt) and starting it if
+//! needed.
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::host::{find_program, port_open, wait_for_port, Host};
+use crate::pki::Pki;
 use crate::proc::{say, Cmd, Failure, Result};
 
 const RABBITMQ_PORT: u16 = 5672;
 const RABBITMQ_START_LIMIT: Duration = Duration::from_secs(120);
+const RABBITMQ_TLS_PORT: u16 = 5671;
+/// Where the Debian package reads its configuration: `rabbitmq.conf`, then
+/// `conf.d/*.conf` in name order (RabbitMQ 3.9 and later).
+const RABBITMQ_ETC: &str = "/etc/rabbitmq";
+/// The TLS listener's settings, under `RABBITMQ_ETC`.
+const RABBITMQ_TLS_CONF: &str = "conf.d/90-signpost-tls.conf";
+/// The broker's copy of the test CA, server certificate and key, under
+/// `RABBITMQ_ETC`: owned by the rabbitmq user, and not under the target
+/// directory, so `cargo clean` cannot stop the broker from starting.
+const RABBITMQ_TLS_DIR: &str = "signpost-tls";
 
 const POSTGRES_PORT: u16 = 5432;
 const POSTGRES_START_LIMIT: Duration = Duration::from_secs(60);
@@ -65,6 +77,180 @@ pub fn ensure_rabbitmq(host: &mut Host) -> Result {
         .map_err(|f| f.hint("see the logs under /var/log/rabbitmq/"))?;
     wait_for_port("RabbitMQ", RABBITMQ_PORT, RABBITMQ_START_LIMIT)
         .map_err(|f| f.hint("see the logs under /var/log/rabbitmq/"))
+}
+
+/// The RabbitMQ settings for the test TLS listener, with the broker's files
+/// in `dir`.
+fn rabbitmq_tls_conf(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "\
+# Added by `cargo xtask test` (Signpost): a TLS listener for the amqps
+# tests, on loopback only, that requires a client certificate signed by
+# the test CA. The plain listener (rabbitmq.conf) is left as it is.
+listeners.ssl.signpost = 127.0.0.1:{RABBITMQ_TLS_PORT}
+ssl_options.cacertfile = {dir}/ca.pem
+ssl_options.certfile = {dir}/server.pem
+ssl_options.keyfile = {dir}/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+"
+    )
+}
+
+/// Makes sure RabbitMQ (already up on 127.0.0.1:5672) also listens with TLS
+/// on 127.0.0.1:5671, requiring client certificates signed by the test CA of
+/// `pki`. Writes the listener's settings and the broker's copy of the
+/// certificates under /etc/rabbitmq when they differ, and restarts the
+/// broker only when the TLS listener is not up yet (or its settings
+/// changed); renewed certificates alone are picked up without a restart.
+pub fn ensure_rabbitmq_tls(host: &mut Host, pki: &Pki) -> Result {
+    let etc = Path::new(RABBITMQ_ETC);
+    let dir = etc.join(RABBITMQ_TLS_DIR);
+    let conf_path = etc.join(RABBITMQ_TLS_CONF);
+    let conf = rabbitmq_tls_conf(&dir);
+    let mut files = Vec::new();
+    for (name, from) in [
+        ("ca.pem", pki.ca()),
+        ("server.pem", pki.server_cert()),
+        ("server.key", pki.server_key()),
+    ] {
+        let bytes = fs::read(&from)
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", from.display())))?;
+        files.push((dir.join(name), bytes));
+    }
+    let conf_current = fs::read(&conf_path).is_ok_and(|c| c == conf.as_bytes());
+    // The key goes with the server certificate, and only the rabbitmq user
+    // may read the broker's copy: compare the certificates.
+    let files_current = files
+        .iter()
+        .filter(|(path, _)| path.extension().is_some_and(|e| e == "pem"))
+        .all(|(path, bytes)| fs::read(path).is_ok_and(|b| b == *bytes));
+    let listening = port_open(RABBITMQ_TLS_PORT);
+    if conf_current && files_current && listening {
+        say(format!(
+            "RabbitMQ is up with TLS on 127.0.0.1:{RABBITMQ_TLS_PORT}"
+        ));
+        return Ok(());
+    }
+    if !host.is_root()? {
+        return Err(Failure::new(format!(
+            "RabbitMQ has no TLS listener for the tests on 127.0.0.1:{RABBITMQ_TLS_PORT} \
+             (or an outdated one), and xtask configures it only when run as root"
+        ))
+        .hint(format!(
+            "run `cargo xtask test` once as root, or put {} in {} with the files of {} \
+             and restart RabbitMQ, or set SIGNPOST_TEST_AMQPS_URL to an amqps:// URL \
+             (with cacertfile, certfile and keyfile) of a broker that requires client \
+             certificates",
+            RABBITMQ_TLS_CONF,
+            etc.display(),
+            pki.dir.display()
+        )));
+    }
+    if !files_current {
+        say(format!(
+            "installing the test TLS certificates in {}",
+            dir.display()
+        ));
+        install_broker_files(&dir, &files)?;
+    }
+    if !conf_current {
+        say(format!("writing {}", conf_path.display()));
+        if let Some(parent) = conf_path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Failure::new(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        fs::write(&conf_path, &conf)
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", conf_path.display())))?;
+    }
+    if listening && conf_current {
+        // Only the certificates changed: new TLS connections read them again
+        // once Erlang's PEM cache is cleared.
+        say("RabbitMQ's TLS listener is up; making it read the new certificates");
+        return Cmd::new(rabbitmqctl()?)
+            .args(["-q", "eval", "ssl:clear_pem_cache()."])
+            .output()
+            .map(drop);
+    }
+    restart_rabbitmq(&conf_path)
+}
+
+/// The broker's copy of the TLS files, readable by the rabbitmq user only
+/// (the certificates by everyone).
+fn install_broker_files(dir: &Path, files: &[(std::path::PathBuf, Vec<u8>)]) -> Result {
+    fs::create_dir_all(dir)
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+    for (path, bytes) in files {
+        fs::write(path, bytes)
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Cmd::new("chown")
+        .args(["-R", "rabbitmq:rabbitmq"])
+        .arg(dir)
+        .run()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path, mode: u32| {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| Failure::new(format!("cannot chmod {}: {e}", path.display())))
+        };
+        mode(dir, 0o755)?;
+        for (path, _) in files {
+            let private = path.extension().is_some_and(|e| e == "key");
+            mode(path, if private { 0o600 } else { 0o644 })?;
+        }
+    }
+    Ok(())
+}
+
+fn rabbitmqctl() -> Result<std::path::PathBuf> {
+    find_program("rabbitmqctl").ok_or_else(|| Failure::new("rabbitmqctl not found"))
+}
+
+/// Stops RabbitMQ (if it runs) and starts it again with `-detached`, to read
+/// its configuration. If it does not come back with both listeners, starts
+/// it once more without `tls_conf`, so the plain listener the demo and the
+/// other tests use keeps working, and fails.
+fn restart_rabbitmq(tls_conf: &Path) -> Result {
+    let logs = "see the logs under /var/log/rabbitmq/";
+    let ctl = rabbitmqctl()?;
+    let server = find_program("rabbitmq-server").ok_or("rabbitmq-server not found")?;
+    if port_open(RABBITMQ_PORT) {
+        say("restarting RabbitMQ to open its TLS listener");
+        // `shutdown` waits for the node to exit, unlike `stop`.
+        Cmd::new(&ctl)
+            .args(["-q", "shutdown"])
+            .run()
+            .map_err(|f| f.hint(logs))?;
+    }
+    let start = || -> Result {
+        Cmd::new(&server)
+            .arg("-detached")
+            .run()
+            .map_err(|f| f.hint(logs))?;
+        wait_for_port("RabbitMQ", RABBITMQ_PORT, RABBITMQ_START_LIMIT)?;
+        Cmd::new(&ctl)
+            .args(["-q", "await_startup"])
+            .run()
+            .map_err(|f| f.hint(logs))
+    };
+    let started = start()
+        .and_then(|()| wait_for_port("RabbitMQ (TLS)", RABBITMQ_TLS_PORT, Duration::from_secs(30)));
+    let Err(failure) = started else {
+        return Ok(());
+    };
+    say(format!(
+        "RabbitMQ did not come up with TLS; removing {} and starting it without",
+        tls_conf.display()
+    ));
+    let _ = fs::remove_file(tls_conf);
+    if port_open(RABBITMQ_PORT) {
+        let _ = Cmd::new(&ctl).args(["-q", "shutdown"]).run();
+    }
+    start()?;
+    Err(failure.hint(logs))
 }
 
 /// Makes sure PostgreSQL accepts connections on 127.0.0.1:5432.

@@ -3,9 +3,11 @@
 
 use std::env;
 use std::ffi::{OsStr, OsString};
+use std::path::Path;
 
 use crate::host::{find_program, Host};
 use crate::paths::Paths;
+use crate::pki::{self, Pki};
 use crate::proc::{Cmd, Result};
 use crate::python;
 use crate::services;
@@ -36,12 +38,21 @@ pub fn demo(args: &[OsString]) -> Result {
         .run()
 }
 
-/// `cargo xtask test [ARGS...]`: RabbitMQ, PostgreSQL and the Python venv
-/// ready, all binaries built, then `cargo test --workspace --all-targets ARGS...`.
+/// `cargo xtask test [ARGS...]`: RabbitMQ (with its TLS listener), PostgreSQL
+/// and the Python venv ready, all binaries built, then
+/// `cargo test --workspace --all-targets ARGS...`.
 pub fn test(args: &[OsString]) -> Result {
     let paths = Paths::discover()?;
     let mut host = Host::default();
     services::ensure_rabbitmq(&mut host)?;
+    let amqps_url = match env::var_os("SIGNPOST_TEST_AMQPS_URL").filter(|v| !v.is_empty()) {
+        Some(url) => url,
+        None => {
+            let pki = pki::ensure(&mut host, &paths.target.join("rabbitmq-tls"))?;
+            services::ensure_rabbitmq_tls(&mut host, &pki)?;
+            OsString::from(amqps_test_url(&pki))
+        }
+    };
     services::ensure_postgres(&mut host)?;
     ensure_peer_tools(&mut host)?;
     let python = python::ensure_venv(&paths)?;
@@ -60,6 +71,7 @@ pub fn test(args: &[OsString]) -> Result {
             "SIGNPOST_TEST_AMQP_URL",
             env_or("SIGNPOST_TEST_AMQP_URL", DEFAULT_AMQP_URL),
         )
+        .env("SIGNPOST_TEST_AMQPS_URL", amqps_url)
         .env(
             "SIGNPOST_TEST_AMQP_API",
             env_or("SIGNPOST_TEST_AMQP_API", DEFAULT_AMQP_API),
@@ -101,6 +113,32 @@ fn ensure_peer_tools(host: &mut Host) -> Result {
         )?;
     }
     Ok(())
+}
+
+/// The tests' amqps:// URL for the local TLS listener: the guest user (which
+/// RabbitMQ lets in from loopback only), the default vhost (the tests put
+/// their own), and the test PKI's CA and client certificate.
+fn amqps_test_url(pki: &Pki) -> String {
+    format!(
+        "amqps://guest:guest@localhost:5671/%2f?cacertfile={}&certfile={}&keyfile={}",
+        query_value(&pki.ca()),
+        query_value(&pki.client_cert()),
+        query_value(&pki.client_key()),
+    )
+}
+
+/// A path as a URL query value: bytes other than unreserved ones and `/`
+/// percent-encoded.
+fn query_value(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The caller's value of `key` if set and non-empty, else `default`.

@@ -67,6 +67,8 @@ async fn demo() -> Result<bool, String> {
     let mut child = Command::new(&bin)
         .arg("run")
         .env("SIGNPOST_LISTEN", &listen)
+        // The demo runs on loopback without certificates: development mode.
+        .env("SIGNPOST_PLAIN_HTTP", "true")
         .env("SIGNPOST_AMQP_URL", vhost.amqp_url())
         .env(
             "SIGNPOST_DATABASE_URL",

@@ -82,6 +82,8 @@ impl World {
             amqp_url: Secret::new(self.vhost.amqp_url()),
             database_url: Secret::new(self.database_url()),
             directory: self.dir.path().join("directory.json"),
+            // Loopback development mode; the security tests set [tls] instead.
+            plain_http: true,
             ..Settings::default()
         };
         s.delivery.timeout_ms = 2_000;
@@ -115,6 +117,17 @@ impl Gateway {
         listener: TcpListener,
         settings_for: impl FnOnce(SocketAddr) -> Settings,
     ) -> Self {
+        let gw = Self::start_on_tls(listener, settings_for).await;
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Start without waiting for `/readyz` over plain HTTP (a TLS listener: the caller waits
+    /// with its own client).
+    pub async fn start_on_tls(
+        listener: TcpListener,
+        settings_for: impl FnOnce(SocketAddr) -> Settings,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let settings = settings_for(addr);
         let shutdown = CancellationToken::new();
@@ -123,14 +136,12 @@ impl Gateway {
             settings,
             shutdown.clone(),
         ));
-        let gw = Gateway {
+        Gateway {
             base: format!("http://{addr}"),
             fhir: format!("http://{addr}/fhir"),
             shutdown,
             task: Some(task),
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
     async fn wait_ready(&self) {
@@ -175,6 +186,7 @@ impl Process {
         let mut cmd = Command::new(signpost_bin());
         cmd.args(args)
             .env("SIGNPOST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SIGNPOST_PLAIN_HTTP", "true")
             .stdin(Stdio::null());
         if std::env::var("TEST_LOG").is_err() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());

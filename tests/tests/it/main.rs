@@ -6,17 +6,21 @@ mod helpers;
 
 mod hl7v2;
 
+mod amqps;
 mod bad_input;
 mod crash_recovery;
 mod delivery;
 mod duplicates;
+mod limits;
 mod loop_end_to_end;
 mod mesh;
 mod outbox;
 mod peers;
+mod privacy;
 mod reads;
 mod record_events;
 mod reliability;
 mod scale_out;
 mod schemes;
+mod security;
 mod validation;
