@@ -35,6 +35,9 @@ pub struct Api {
     /// Absolute base for fullUrls in search results.
     pub base_url: String,
     pub audit: Audit,
+    /// Requests per client, over time.
+    pub rate_limiter: crate::limits::RateLimiter,
+    pub max_json_depth: usize,
 }
 
 type Answer = Result<(StatusCode, Value), ApiError>;
@@ -59,15 +62,40 @@ where
     let echo = echo_headers(req.headers());
     let timeout = api.request_timeout;
     let metrics = api.gateway.metrics.clone();
-    let worker = tokio::spawn(crate::audit::with_entity(route(
-        api.clone(),
-        req,
-        client.caller.clone(),
-    )));
-    let (mut response, entity) = match tokio::time::timeout(timeout, worker).await {
-        Ok(Ok(answered)) => answered,
-        Ok(Err(join)) => (error_response(&ApiError::internal(&join)), None),
-        Err(_) => (error_response(&ApiError::timeout()), None),
+    // Per client: its certificate identity, or its address on plain HTTP. Probes are not
+    // limited.
+    let key = match &client.caller {
+        Caller::Development => client.peer.ip().to_string(),
+        other => other.agent(),
+    };
+    let limited = if matches!(path.as_str(), "/healthz" | "/readyz") {
+        Ok(())
+    } else {
+        api.rate_limiter.check(&key, std::time::Instant::now())
+    };
+    let (mut response, entity) = match limited {
+        Err(wait) => {
+            let secs = crate::limits::retry_after_secs(wait);
+            let mut r = error_response(&ApiError::too_many_requests(format!(
+                "Too many requests from this client; retry after {secs} s"
+            )));
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+            (r, None)
+        }
+        Ok(()) => {
+            let worker = tokio::spawn(crate::audit::with_entity(route(
+                api.clone(),
+                req,
+                client.caller.clone(),
+            )));
+            match tokio::time::timeout(timeout, worker).await {
+                Ok(Ok(answered)) => answered,
+                Ok(Err(join)) => (error_response(&ApiError::internal(&join)), None),
+                Err(_) => (error_response(&ApiError::timeout()), None),
+            }
+        }
     };
     for (name, value) in echo {
         response.headers_mut().insert(name, value);
@@ -472,7 +500,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    Ok(Limited::new(req.into_body(), api.max_body_bytes)
+    let body = Limited::new(req.into_body(), api.max_body_bytes)
         .collect()
         .await
         .map_err(|e| {
@@ -487,7 +515,15 @@ where
                 ApiError::structure("The body could not be read")
             }
         })?
-        .to_bytes())
+        .to_bytes();
+    // Checked before parsing: deep nesting costs the parser and the validator dear.
+    if crate::limits::json_depth_exceeds(&body, api.max_json_depth) {
+        return Err(ApiError::structure(format!(
+            "The JSON is nested deeper than {} levels",
+            api.max_json_depth
+        )));
+    }
+    Ok(body)
 }
 
 /// `$validate`: the resource in the body (or in a Parameters `resource`), against base R4 and

@@ -179,6 +179,11 @@ pub async fn run_gateway(
         request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
         base_url: format!("{scheme}://{local}/fhir"),
         audit,
+        rate_limiter: crate::limits::RateLimiter::new(
+            settings.http.rate_limit_per_s,
+            settings.http.rate_limit_burst,
+        ),
+        max_json_depth: settings.http.max_json_depth,
     });
     tracing::info!(listen = %local, tls = tls.is_some(), clients = identities.len(), "gateway listening");
     let options = crate::server::Options {
@@ -250,6 +255,11 @@ pub async fn run_adapters(
                     )
                     .queues(),
                 );
+                if let (Some(_), Some(_)) = (&settings.tls, settings.hl7v2_listen) {
+                    // The MLLP listener posts to the gateway's own API, which on mutual TLS wants
+                    // a client certificate the adapter does not have yet.
+                    anyhow::bail!("hl7v2_listen cannot be used with [tls] yet: run the HL7 v2 listener against a plain-HTTP development gateway, or leave hl7v2_listen unset");
+                }
                 if let Some(addr) = settings.hl7v2_listen {
                     let listener = tokio::net::TcpListener::bind(addr)
                         .await

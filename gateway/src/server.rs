@@ -67,7 +67,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let Some(tls) = &options.tls else {
                         let client = Client { caller: Caller::Development, peer };
-                        serve_connection(TokioIo::new(stream), api, client, &options, watcher).await;
+                        serve_connection(stream, api, client, &options, watcher).await;
                         return;
                     };
                     let handshake = tokio::time::timeout(options.header_timeout, tls.acceptor().accept(stream)).await;
@@ -88,7 +88,7 @@ pub async fn serve(
                         None => return,
                     };
                     let client = Client { caller, peer };
-                    serve_connection(TokioIo::new(stream), api, client, &options, watcher).await;
+                    serve_connection(stream, api, client, &options, watcher).await;
                 });
             }
             _ = shutdown.cancelled() => break,
@@ -101,8 +101,85 @@ pub async fn serve(
     }
 }
 
+/// A connection must deliver its first bytes (as many as the HTTP/2 preface: enough for any
+/// request line) within the head time limit, or it is closed. hyper's own head timeout starts
+/// only with the first byte of an HTTP/1 head; this covers a connection that sends nothing, or
+/// trickles an HTTP/2 preface.
+struct FirstBytesDeadline<I> {
+    inner: I,
+    read: usize,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+const FIRST_BYTES: usize = 24;
+
+impl<I> FirstBytesDeadline<I> {
+    fn new(inner: I, limit: Duration) -> Self {
+        FirstBytesDeadline {
+            inner,
+            read: 0,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.read < FIRST_BYTES && self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within the time limit",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.read += buf.filled().len() - before;
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytesDeadline<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 async fn serve_connection<I>(
-    io: TokioIo<I>,
+    io: I,
     api: Arc<Api>,
     client: Client,
     options: &Options,
@@ -125,6 +202,7 @@ async fn serve_connection<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+    let io = TokioIo::new(FirstBytesDeadline::new(io, options.header_timeout));
     let conn = builder.serve_connection(io, service);
     if let Err(error) = watcher.watch(conn).await {
         tracing::debug!(%error, "connection ended with an error");

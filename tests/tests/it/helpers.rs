@@ -86,6 +86,10 @@ impl World {
             plain_http: true,
             ..Settings::default()
         };
+        // Every test client is 127.0.0.1: the per-client rate limit would be shared by all of
+        // them. The limits tests set their own.
+        s.http.rate_limit_per_s = 1_000_000;
+        s.http.rate_limit_burst = 1_000_000;
         s.delivery.timeout_ms = 2_000;
         s.delivery.retry_delays_ms = vec![200, 400];
         s.delivery.retry_horizon_s = 600;
