@@ -443,7 +443,10 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_is_served_again_af
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    assert!(served >= 1, "the burst is served");
+    assert!(
+        served >= 5,
+        "the whole burst (5) is served at once: {served}"
+    );
     assert!(
         !throttled.is_empty(),
         "20 at once from one client: some are throttled"
