@@ -7,57 +7,39 @@
 //! logged and the previous configuration kept. Which client is which is the directory's
 //! ([`crate::auth`]); this module only proves the certificate.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use signpost_bus::http::{file_error, read_certs};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {why}")]
-    File { path: String, why: String },
+    #[error(transparent)]
+    File(#[from] signpost_bus::http::TlsError),
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client CA: {0}")]
     Verifier(String),
 }
 
-fn file_error(path: &Path, why: impl std::fmt::Display) -> TlsError {
-    TlsError::File {
-        path: path.display().to_string(),
-        why: why.to_string(),
-    }
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate in it"));
-    }
-    Ok(certs)
-}
-
 /// Build the server configuration from the files.
 pub fn load(files: &Tls) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
-    for ca in certs(&files.client_ca)? {
+    for ca in read_certs(&files.client_ca)? {
         roots.add(ca).map_err(|e| file_error(&files.client_ca, e))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let chain = certs(&files.cert)?;
+    let chain = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

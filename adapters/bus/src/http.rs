@@ -68,14 +68,16 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn file_error(path: &std::path::Path, why: impl std::fmt::Display) -> TlsError {
+/// The error for a file that cannot be used: its path and why, never its content.
+pub fn file_error(path: &std::path::Path, why: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.display().to_string(),
         why: why.to_string(),
     }
 }
 
-fn read_certs(
+/// The PEM certificates of a file (at least one).
+pub fn read_certs(
     path: &std::path::Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
     use rustls::pki_types::pem::PemObject;

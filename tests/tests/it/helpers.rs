@@ -183,18 +183,29 @@ pub struct Process {
 impl Process {
     /// Run `signpost <args>` with settings from `env`, listening on a free port.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let (stdout, stderr) = if std::env::var("TEST_LOG").is_err() {
+            (Stdio::null(), Stdio::null())
+        } else {
+            (Stdio::inherit(), Stdio::inherit())
+        };
+        Self::spawn_on(free_port(), args, env, stdout, stderr)
+    }
+
+    /// Run `signpost <args>` on `port` (plain HTTP, development), output where given.
+    pub fn spawn_on(
+        port: u16,
+        args: &[&str],
+        env: &[(&str, String)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Self {
         let mut cmd = Command::new(signpost_bin());
         cmd.args(args)
             .env("SIGNPOST_LISTEN", format!("127.0.0.1:{port}"))
             .env("SIGNPOST_PLAIN_HTTP", "true")
-            .stdin(Stdio::null());
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -207,6 +218,27 @@ impl Process {
         Process {
             child,
             base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub async fn terminate(&mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(term.success(), "signalled");
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "signpost stops cleanly: {status}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "signpost stops within 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -229,6 +261,14 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn new_id() -> String {

@@ -13,7 +13,7 @@ use signpost_tests::env::{read_fixture, workspace, TempDir};
 use signpost_tests::messages;
 
 use crate::assert_eventually;
-use crate::helpers::{bind, new_id, post_fixture, referral_id, steps, Gateway, World};
+use crate::helpers::{bind, free_port, new_id, post_fixture, referral_id, steps, Gateway, World};
 
 const SIGNPOST_MAILBOX: &str = "X26ABC001";
 const GP_MAILBOX: &str = "A81001OT001";
@@ -253,13 +253,6 @@ async fn get(client: &signpost_bus::http::HttpClient, url: &str) -> Result<u16, 
         .await
         .map(|a| a.status.as_u16())
         .map_err(|e| e.to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The test directory with the Riverside practice's GP system reached over MESH at the

@@ -6,83 +6,17 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use signpost_tests::client::Client;
-use signpost_tests::env::{fixture, read_fixture, signpost_bin, workspace};
+use signpost_tests::env::{fixture, read_fixture, workspace};
 
 use crate::assert_eventually;
-use crate::helpers::{new_id, referral_id, steps, World};
+use crate::helpers::{free_port, new_id, referral_id, steps, Process, World};
 
 /// The most verbose Signpost logging; the libraries that would only add noise stay at info.
 const LOG_FILTER: &str = "trace,lapin=info,amq_protocol=info,sqlx=info,hyper=info,h2=info";
-
-/// A `signpost run` process whose stdout and stderr go to files.
-struct Logged {
-    child: Child,
-    base: String,
-}
-
-impl Logged {
-    fn spawn(port: u16, env: &[(&str, String)], stdout: File, stderr: File) -> Self {
-        let mut cmd = Command::new(signpost_bin());
-        cmd.arg("run")
-            .env("SIGNPOST_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SIGNPOST_PLAIN_HTTP", "true")
-            .env("SIGNPOST_LOG", LOG_FILTER)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "starting {}: {e} (build it with cargo build --bins)",
-                signpost_bin().display()
-            )
-        });
-        Logged {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit, so everything it logs is in the files.
-    async fn stop(&mut self) {
-        let term = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(term.success(), "signalled");
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "signpost run stops cleanly: {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "signpost run stops within 40 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// What identifies one patient, as sent.
 #[derive(Debug, Default)]
@@ -494,11 +428,19 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         ("SIGNPOST_DIRECTORY", directory.display().to_string()),
         ("SIGNPOST_RETRY_DELAYS_MS", "200,400".to_owned()),
     ];
-    let mut signpost = Logged::spawn(
+    let env: Vec<(&str, String)> = env
+        .into_iter()
+        .chain([
+            ("SIGNPOST_LOG", LOG_FILTER.to_owned()),
+            ("NO_COLOR", "1".to_owned()),
+        ])
+        .collect();
+    let mut signpost = Process::spawn_on(
         port,
+        &["run"],
         &env,
-        File::create(&out_path).expect("stdout file"),
-        File::create(&err_path).expect("stderr file"),
+        File::create(&out_path).expect("stdout file").into(),
+        File::create(&err_path).expect("stderr file").into(),
     );
     let c = Client::new();
     assert_eventually!(30, "signpost run is ready", {
@@ -638,7 +580,7 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         "the metrics are there: {}",
         metrics.text
     );
-    signpost.stop().await;
+    signpost.terminate().await;
     let stdout = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&out_path).unwrap()));
     let stderr = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&err_path).unwrap()));
 
