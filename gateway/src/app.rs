@@ -78,6 +78,9 @@ pub async fn run_gateway(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     check_listener(&settings, listener.local_addr()?)?;
+    // A broker URL that cannot work (bad TLS parameters, unreadable files) stops the start
+    // rather than being retried for ever.
+    signpost_bus::amqp::check_url(settings.amqp_url.expose()).context("amqp_url")?;
     let directory = load_directory(&settings)?;
     let store = Store::connect(settings.database_url.expose())
         .await
@@ -214,6 +217,7 @@ pub async fn run_adapters(
     if names.is_empty() {
         return Ok(());
     }
+    signpost_bus::amqp::check_url(settings.amqp_url.expose()).context("amqp_url")?;
     let directory = load_directory(settings)?;
     let http = HttpClient::new(Duration::from_millis(settings.delivery.timeout_ms));
     let mut queues = Vec::new();

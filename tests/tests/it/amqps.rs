@@ -134,10 +134,11 @@ async fn without_a_client_certificate_the_broker_refuses() {
     let url = edit_query(&vhost.amqps_url(), &["certfile", "keyfile"], &[]);
     assert!(url.contains("cacertfile=") && !url.contains("keyfile="));
     let error = refused(&url).await;
-    // TLS 1.3: certificate_required; TLS 1.2: handshake_failure.
+    // The broker ends the connection: with TLS 1.3 the client may read its certificate_required
+    // alert, or, when it was already writing, only see the connection reset.
     assert!(
-        error.contains("received fatal alert"),
-        "the broker ends the handshake: {error}"
+        error.starts_with("broker: ") && !error.contains("invalid peer certificate"),
+        "the client accepted the broker, and the broker refused the connection: {error}"
     );
     assert!(
         !error.contains("guest:guest"),

@@ -14,7 +14,7 @@
 //! | a GP system or a scheme calls the admin API | 403, audited |
 //! | a non-operator reads the audit trail | 403 |
 //!
-//! and, besides: the loop over mutual TLS end to end, searches that show each caller only its
+//! and, besides: the loop over mutual TLS (and amqps to RabbitMQ) end to end, searches that show each caller only its
 //! own referrals, and the server certificate reloaded without a restart.
 
 use std::path::{Path, PathBuf};
@@ -107,6 +107,12 @@ fn device(id: &str, role: &str, der: &[u8], acts_for: Vec<Value>) -> Value {
 
 impl Secure {
     async fn start() -> Secure {
+        Self::start_with(false).await
+    }
+
+    /// With `amqps`, the gateway and adapters also reach RabbitMQ over TLS with a client
+    /// certificate (the listener the test script configures).
+    async fn start_with(amqps: bool) -> Secure {
         let world = World::new(None).await;
         let pki = TempDir::new("signpost-mtls");
         let dir = pki.path();
@@ -153,6 +159,9 @@ impl Secure {
             let mut s = world.settings(addr);
             s.plain_http = false;
             s.tls = Some(tls);
+            if amqps {
+                s.amqp_url = signpost_gateway::config::Secret::new(world.vhost.amqps_url());
+            }
             s
         })
         .await;
@@ -537,8 +546,8 @@ async fn only_an_operator_may_read_the_audit_trail_which_records_every_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loop_runs_over_mutual_tls_from_referral_to_filed_letter() {
-    let s = Secure::start().await;
+async fn the_loop_runs_over_mutual_tls_and_amqps_from_referral_to_filed_letter() {
+    let s = Secure::start_with(true).await;
     let referral = s.referral(GP_A, "gp-system/referral-new.json").await;
     let message = s.delivered(&referral).await;
     for (status, letter) in [
