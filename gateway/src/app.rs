@@ -219,7 +219,13 @@ pub async fn run_adapters(
     }
     signpost_bus::amqp::check_url(settings.amqp_url.expose()).context("amqp_url")?;
     let directory = load_directory(settings)?;
-    let http = HttpClient::new(Duration::from_millis(settings.delivery.timeout_ms));
+    let timeout = Duration::from_millis(settings.delivery.timeout_ms);
+    let tls = settings.delivery.tls();
+    let http = if tls.is_empty() {
+        HttpClient::new(timeout)
+    } else {
+        HttpClient::with_tls(timeout, &tls).context("delivery TLS settings")?
+    };
     let mut queues = Vec::new();
     let mut inbound = Vec::new();
     for name in names {

@@ -13,6 +13,7 @@
 //! | `delivery.retry_delays_ms` | `SIGNPOST_RETRY_DELAYS_MS` (comma list) | `1000,5000,30000,120000,600000,3600000` |
 //! | `delivery.retry_horizon_s` | `SIGNPOST_RETRY_HORIZON_S` | `259200` (72 h) |
 //! | `delivery.prefetch` | – | `16` |
+//! | `delivery.ca_file`, `delivery.client_cert`, `delivery.client_key` | `SIGNPOST_DELIVERY_CA_FILE`, `_CLIENT_CERT`, `_CLIENT_KEY` | public roots; no client certificate |
 //! | `http.max_body_bytes` | – | `10485760` |
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |
 //! | `http.max_json_depth` | – | `64` |
@@ -118,6 +119,24 @@ pub struct Delivery {
     pub retry_delays_ms: Vec<u64>,
     pub retry_horizon_s: u64,
     pub prefetch: u16,
+    /// PEM file of the CA that signs scheme and GP system endpoints' certificates, when it is
+    /// a private one; the public roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// PEM files of the client certificate (chain) and key the adapters present to scheme and
+    /// GP system endpoints that ask for one (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Delivery {
+    /// The adapters' outbound TLS files.
+    pub fn tls(&self) -> signpost_bus::http::TlsFiles {
+        signpost_bus::http::TlsFiles {
+            ca: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +209,9 @@ impl Default for Delivery {
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000],
             retry_horizon_s: 72 * 3600,
             prefetch: 16,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -291,6 +313,21 @@ impl Settings {
                 .split(',')
                 .map(|d| parse_env("SIGNPOST_RETRY_DELAYS_MS", d))
                 .collect::<Result<_, _>>()?;
+        }
+        for (name, slot) in [
+            ("SIGNPOST_DELIVERY_CA_FILE", &mut self.delivery.ca_file),
+            (
+                "SIGNPOST_DELIVERY_CLIENT_CERT",
+                &mut self.delivery.client_cert,
+            ),
+            (
+                "SIGNPOST_DELIVERY_CLIENT_KEY",
+                &mut self.delivery.client_key,
+            ),
+        ] {
+            if let Some(v) = var(name) {
+                *slot = Some(PathBuf::from(v));
+            }
         }
         if let Some(v) = var("SIGNPOST_RETRY_HORIZON_S") {
             self.delivery.retry_horizon_s = parse_env("SIGNPOST_RETRY_HORIZON_S", &v)?;

@@ -95,8 +95,12 @@ fn header(parts: &http::request::Parts, name: &str) -> String {
         .to_owned()
 }
 
-/// Serve `handler` on `listener` until the returned task is aborted.
-fn serve<F, Fut>(listener: TcpListener, handler: F) -> tokio::task::JoinHandle<()>
+/// Serve `handler` on `listener` (over TLS with `tls`) until the returned task is aborted.
+fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: F,
+) -> tokio::task::JoinHandle<()>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -107,17 +111,37 @@ where
                 continue;
             };
             let handler = handler.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(req).await) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                }
             });
         }
     })
+}
+
+/// The base URL a stand-in serves at: `https://localhost:<port>` over TLS (the name test
+/// certificates carry), else `http://<address>`.
+fn base_url(listener: &TcpListener, tls: bool) -> String {
+    let addr = listener.local_addr().ok();
+    match (tls, addr) {
+        (true, Some(a)) => format!("https://localhost:{}/fhir", a.port()),
+        (false, Some(a)) => format!("http://{a}/fhir"),
+        _ => String::new(),
+    }
 }
 
 /// How the stand-in scheme answers.
@@ -140,17 +164,22 @@ impl StandinScheme {
     /// Start on `listener`. With `work_for = Some(gateway FHIR base)`, every new referral is
     /// worked through accepted → in-progress → completed with a letter, `step` apart.
     pub async fn start(listener: TcpListener, work_for: Option<String>, step: Duration) -> Self {
-        let base_url = format!(
-            "http://{}/fhir",
-            listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        );
+        Self::start_with(listener, None, work_for, step).await
+    }
+
+    /// Start, over TLS when `tls` is given (the acceptor decides whether client certificates
+    /// are required).
+    pub async fn start_with(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        work_for: Option<String>,
+        step: Duration,
+    ) -> Self {
+        let base_url = base_url(&listener, tls.is_some());
         let log = Arc::new(Log::default());
         let control = Arc::new(SchemeControl::default());
         let (l, c) = (log.clone(), control.clone());
-        let task = serve(listener, move |req| {
+        let task = serve(listener, tls, move |req| {
             let (log, control, work_for) = (l.clone(), c.clone(), work_for.clone());
             async move {
                 if req.method() != http::Method::POST
@@ -297,16 +326,15 @@ pub struct StandinGp {
 
 impl StandinGp {
     pub async fn start(listener: TcpListener) -> Self {
-        let base_url = format!(
-            "http://{}/fhir",
-            listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        );
+        Self::start_with(listener, None).await
+    }
+
+    /// Start, over TLS when `tls` is given.
+    pub async fn start_with(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let base_url = base_url(&listener, tls.is_some());
         let log = Arc::new(Log::default());
         let l = log.clone();
-        let task = serve(listener, move |req| {
+        let task = serve(listener, tls, move |req| {
             let log = l.clone();
             async move {
                 if req.method() != http::Method::POST

@@ -32,6 +32,7 @@ use signpost_tests::messages;
 
 use crate::assert_eventually;
 use crate::helpers::{bind, new_id, Gateway, World};
+use signpost_tests::standin::{StandinGp, StandinScheme};
 
 const ROLES: &str = "https://signpost.example.org/fhir/CodeSystem/client-role";
 const CERT_EXT: &str = "https://signpost.example.org/fhir/StructureDefinition/client-certificate";
@@ -93,6 +94,8 @@ struct Secure {
     gw: Gateway,
     pki: TempDir,
     base: String,
+    /// In the full run: a scheme and a GP system that take deliveries over mutual TLS.
+    tls_standins: Option<(StandinScheme, StandinGp)>,
 }
 
 fn device(id: &str, role: &str, der: &[u8], acts_for: Vec<Value>) -> Value {
@@ -110,19 +113,28 @@ impl Secure {
         Self::start_with(false).await
     }
 
-    /// With `amqps`, the gateway and adapters also reach RabbitMQ over TLS with a client
-    /// certificate (the listener the test script configures).
-    async fn start_with(amqps: bool) -> Secure {
+    /// With `full`, every hop is mutual TLS: the gateway and adapters also reach RabbitMQ over
+    /// amqps with a client certificate (the listener the test script configures), and the
+    /// adapters deliver to a scheme and a GP system that require Signpost's client certificate.
+    async fn start_with(full: bool) -> Secure {
         let world = World::new(None).await;
         let pki = TempDir::new("signpost-mtls");
         let dir = pki.path();
         let ca = Ca::new("Signpost test client and server CA");
         ca.write(dir, "ca");
         ca.leaf(dir, "server", "localhost");
-        let ders: Vec<(&str, Vec<u8>)> = [GP_A, GP_B, SCHEME, SCHEME_X, OPERATOR, "unregistered"]
-            .iter()
-            .map(|n| (*n, ca.leaf(dir, n, &format!("{n}.test"))))
-            .collect();
+        let ders: Vec<(&str, Vec<u8>)> = [
+            GP_A,
+            GP_B,
+            SCHEME,
+            SCHEME_X,
+            OPERATOR,
+            "unregistered",
+            "signpost-adapters",
+        ]
+        .iter()
+        .map(|n| (*n, ca.leaf(dir, n, &format!("{n}.test"))))
+        .collect();
         let der = |n: &str| ders.iter().find(|(k, _)| *k == n).unwrap().1.clone();
         let stranger = Ca::new("Some other CA");
         stranger.leaf(dir, "stranger", "stranger.test");
@@ -145,6 +157,37 @@ impl Secure {
         entries.push(device(SCHEME, "scheme", &der(SCHEME), vec![json!({"url": ACTS_FOR, "valueReference": {"reference": "HealthcareService/scheme-standin-linkworkers"}})]));
         entries.push(device(SCHEME_X, "scheme", &der(SCHEME_X), vec![json!({"url": ACTS_FOR, "valueReference": {"reference": "HealthcareService/scheme-elsewhere"}})]));
         entries.push(device(OPERATOR, "operator", &der(OPERATOR), vec![]));
+        // The full run's endpoints: TLS, requiring a client certificate from the test CA.
+        let tls_standins = if full {
+            let endpoint_tls = Tls {
+                cert: dir.join("server.pem"),
+                key: dir.join("server.key"),
+                client_ca: dir.join("ca.pem"),
+                reload_interval_ms: 10_000,
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+                signpost_gateway::tls::load(&endpoint_tls).unwrap(),
+            ));
+            let scheme = StandinScheme::start_with(
+                bind().await,
+                Some(acceptor.clone()),
+                None,
+                Duration::from_millis(50),
+            )
+            .await;
+            let gp = StandinGp::start_with(bind().await, Some(acceptor)).await;
+            for e in d["entry"].as_array_mut().unwrap() {
+                let r = &mut e["resource"];
+                match r["id"].as_str() {
+                    Some("scheme-standin") => r["address"] = json!(scheme.base_url),
+                    Some("gp-standin") => r["address"] = json!(gp.base_url),
+                    _ => {}
+                }
+            }
+            Some((scheme, gp))
+        } else {
+            None
+        };
         std::fs::write(&path, d.to_string()).unwrap();
 
         let listener = bind().await;
@@ -159,8 +202,11 @@ impl Secure {
             let mut s = world.settings(addr);
             s.plain_http = false;
             s.tls = Some(tls);
-            if amqps {
+            if full {
                 s.amqp_url = signpost_gateway::config::Secret::new(world.vhost.amqps_url());
+                s.delivery.ca_file = Some(dir.join("ca.pem"));
+                s.delivery.client_cert = Some(dir.join("signpost-adapters.pem"));
+                s.delivery.client_key = Some(dir.join("signpost-adapters.key"));
             }
             s
         })
@@ -170,6 +216,7 @@ impl Secure {
             gw,
             pki,
             base: format!("https://localhost:{port}"),
+            tls_standins,
         };
         let operator = s.client_with(Some(OPERATOR), "ca");
         let ready = format!("{}/readyz", s.base);
@@ -236,17 +283,27 @@ impl Secure {
         messages::referral_id(&body).expect("the referral id")
     }
 
+    fn scheme(&self) -> &StandinScheme {
+        self.tls_standins
+            .as_ref()
+            .map_or(&self.world.scheme, |(s, _)| s)
+    }
+
+    fn gp(&self) -> &StandinGp {
+        self.tls_standins
+            .as_ref()
+            .map_or(&self.world.gp, |(_, g)| g)
+    }
+
     /// The BaRS message the stand-in scheme received for `referral`.
     async fn delivered(&self, referral: &str) -> Value {
         assert_eventually!(30, "the scheme receives the referral", {
-            self.world
-                .scheme
+            self.scheme()
                 .accepted()
                 .iter()
                 .any(|m| messages::referral_id(&m.body).as_deref() == Some(referral))
         });
-        self.world
-            .scheme
+        self.scheme()
             .accepted()
             .into_iter()
             .find(|m| messages::referral_id(&m.body).as_deref() == Some(referral))
@@ -546,7 +603,7 @@ async fn only_an_operator_may_read_the_audit_trail_which_records_every_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loop_runs_over_mutual_tls_and_amqps_from_referral_to_filed_letter() {
+async fn the_loop_runs_over_mutual_tls_at_every_hop_from_referral_to_filed_letter() {
     let s = Secure::start_with(true).await;
     let referral = s.referral(GP_A, "gp-system/referral-new.json").await;
     let message = s.delivered(&referral).await;
@@ -561,7 +618,13 @@ async fn the_loop_runs_over_mutual_tls_and_amqps_from_referral_to_filed_letter()
             .await;
         assert_eq!(code, 200, "{status}: {body}");
     }
-    assert_eventually!(30, "the letter is filed", s.world.gp.filed().len() == 1);
+    assert_eventually!(30, "the letter is filed", s.gp().filed().len() == 1);
+    let delivery = &s.scheme().accepted()[0];
+    assert!(
+        s.scheme().base_url.starts_with("https://") && s.gp().base_url.starts_with("https://"),
+        "the scheme and the GP system were reached over TLS"
+    );
+    assert_eq!(delivery.correlation_id.len(), 36);
     let (status, body) = s
         .call(
             GP_A,
