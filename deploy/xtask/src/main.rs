@@ -2,6 +2,7 @@
 //! parsing, the usage text, and turning a task's result into the process
 //! exit code. Std only, so it builds in seconds.
 
+mod bench;
 mod host;
 mod paths;
 mod pki;
@@ -31,6 +32,16 @@ Commands:
                   RabbitMQ if that listener is not up), prepare the Python
                   test venv if tests/requirements.txt exists, build all
                   binaries, then run `cargo test --workspace --all-targets ARGS...`.
+  bench [--quick] [--json FILE] [--min-ratio R]
+                  Measure the loop on this machine: make sure RabbitMQ runs, build
+                  the release binaries, then run signpost-bench: the baselines
+                  (RabbitMQ's rate for persistent, confirmed referral-sized messages
+                  into a quorum queue; a bare hyper server's request rate), then
+                  `signpost run` on a fresh SQLite ledger and vhost under closed-loop
+                  (1, 8, 32, 64 connections) and open-loop (1,000/s) referral load.
+                  Prints a table; --json FILE writes the figures; --quick takes
+                  2 s per phase instead of 10; --min-ratio R fails unless accepted
+                  referrals/s reach R times the RabbitMQ baseline.
   help            Print this message.
 
 Environment:
@@ -55,6 +66,7 @@ fn main() -> ExitCode {
     let result: Result = match command.to_str() {
         Some("demo") => tasks::demo(&rest),
         Some("test") => tasks::test(&rest),
+        Some("bench") => bench::bench(&rest),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(())
