@@ -206,18 +206,17 @@ impl Gateway {
             }
             other => other?,
         }
-        tx.add_step(
+        let received = format!("Referral message received from practice {ods}");
+        let routed = format!("Routed to scheme {} ({})", scheme.name, scheme.id);
+        let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
+        tx.add_steps(
             &row.id,
-            "received",
-            &format!("Referral message received from practice {ods}"),
-        )
-        .await?;
-        tx.add_step(&row.id, "validated", "Message checks passed")
-            .await?;
-        tx.add_step(
-            &row.id,
-            "routed",
-            &format!("Routed to scheme {} ({})", scheme.name, scheme.id),
+            &[
+                ("received", &received),
+                ("validated", "Message checks passed"),
+                ("routed", &routed),
+                ("queued", &queued),
+            ],
         )
         .await?;
         // Kept for the outcome letter: a GP reads whose letter it is, and MESH routes on it.
@@ -230,8 +229,6 @@ impl Gateway {
         .await?;
         tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "referral"))
             .await?;
-        let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
-        tx.add_step(&row.id, "queued", &queued).await?;
         tx.commit().await?;
         crate::audit::note_entity(&row.id);
         self.metrics.referrals_accepted.inc();
@@ -690,9 +687,11 @@ impl Gateway {
             tx.add_document(doc_id, &before.id, LETTER_DOCUMENT, doc)
                 .await?;
         }
-        for (step, detail) in &steps {
-            tx.add_step(&before.id, step, detail).await?;
-        }
+        let steps: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(s, d)| (s.as_str(), d.as_str()))
+            .collect();
+        tx.add_steps(&before.id, &steps).await?;
         for row in &outbox {
             tx.add_outbox(row).await?;
         }

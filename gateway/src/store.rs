@@ -740,35 +740,65 @@ impl WriteTx {
         step: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let seq: i64 =
+        self.add_steps(referral_id, &[(step, detail)]).await
+    }
+
+    /// Steps in order, in two statements whatever their number (each statement is a round
+    /// trip to the database on the request's path).
+    pub async fn add_steps(
+        &mut self,
+        referral_id: &str,
+        steps: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let first: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE referral_id = $1")
                 .bind(referral_id)
                 .fetch_one(&mut *self.tx)
                 .await?
                 .try_get(0)?;
-        sqlx::query("INSERT INTO timeline (id, referral_id, seq, at_ms, step, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(referral_id)
-            .bind(seq)
-            .bind(now_ms())
-            .bind(step)
-            .bind(detail)
-            .execute(&mut *self.tx)
-            .await?;
+        let rows: Vec<String> = (0..steps.len())
+            .map(|i| {
+                let b = i * 6;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO timeline (id, referral_id, seq, at_ms, step, detail) VALUES {}",
+            rows.join(", ")
+        );
+        let at = now_ms();
+        let mut query = sqlx::query(&sql);
+        for (i, (step, detail)) in steps.iter().enumerate() {
+            query = query
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(referral_id)
+                .bind(first + i as i64)
+                .bind(at)
+                .bind(*step)
+                .bind(*detail);
+        }
+        query.execute(&mut *self.tx).await?;
         Ok(())
     }
 
     pub async fn add_outbox(&mut self, row: &OutboxRow) -> Result<(), StoreError> {
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox")
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get(0)?;
+        // One statement: the sequence number is taken inside the insert.
         sqlx::query(
             "INSERT INTO outbox (id, seq, exchange, routing_key, referral_id, label, envelope, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox), $2, $3, $4, $5, $6, $7)",
         )
         .bind(&row.id)
-        .bind(seq)
         .bind(&row.exchange)
         .bind(&row.routing_key)
         .bind(&row.referral_id)
