@@ -4,9 +4,10 @@
 //!
 //! Records go through a channel to one writer task that appends them in batches (one
 //! transaction per batch), so a request waits for neither the disk nor the writer lock; the
-//! channel is bounded, and a full one makes requests wait rather than drop records. The ledger
-//! offers no update or delete of audit rows: the trail is append-only. Records hold ids and codes,
-//! never patient data.
+//! channel is bounded, and a full one makes requests wait rather than drop records. The trail is
+//! append-only: the ledger has no code that changes or removes a record, and the database itself
+//! refuses to (triggers on SQLite and PostgreSQL). Records hold ids and codes, never patient
+//! data.
 
 use std::cell::RefCell;
 use std::future::Future;

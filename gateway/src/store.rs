@@ -165,6 +165,22 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS audit_by_agent ON audit_events (agent, at_ms)",
 ];
 
+/// The database itself refuses to change or remove audit records, whoever asks.
+const AUDIT_APPEND_ONLY_SQLITE: &[&str] = &[
+    "CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
+     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
+     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+];
+const AUDIT_APPEND_ONLY_POSTGRES: &[&str] = &[
+    "CREATE OR REPLACE FUNCTION signpost_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+     $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$",
+    "CREATE OR REPLACE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events
+     FOR EACH ROW EXECUTE FUNCTION signpost_audit_append_only()",
+    "CREATE OR REPLACE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+     FOR EACH STATEMENT EXECUTE FUNCTION signpost_audit_append_only()",
+];
+
 /// One audit record as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRow {
@@ -311,6 +327,14 @@ impl Store {
         }
         let pool = options.connect(&url).await?;
         for ddl in SCHEMA {
+            pool.execute(*ddl).await?;
+        }
+        let append_only = if sqlite {
+            AUDIT_APPEND_ONLY_SQLITE
+        } else {
+            AUDIT_APPEND_ONLY_POSTGRES
+        };
+        for ddl in append_only {
             pool.execute(*ddl).await?;
         }
         Ok(Store {

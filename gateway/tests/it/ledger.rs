@@ -26,6 +26,61 @@ fn referral(id: &str, source_bundle: &str) -> ReferralRow {
     }
 }
 
+/// Audit records are appended and found; the database refuses to change or remove them.
+async fn audit_is_append_only(store: &Store, url: &str) {
+    let row = signpost_gateway::store::AuditRow {
+        id: "a1".into(),
+        at_ms: 1_000,
+        kind: "rest".into(),
+        subtype: "read".into(),
+        action: "R".into(),
+        agent: "gp-a".into(),
+        address: None,
+        entity: Some("r1".into()),
+        status: 200,
+        detail: "GET /fhir/ServiceRequest/{id}".into(),
+    };
+    store
+        .append_audit(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    let found = store
+        .audit(&signpost_gateway::store::AuditFilter {
+            entity: Some("r1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found, vec![row]);
+    let other = sqlx::AnyPool::connect(url).await.unwrap();
+    for sql in [
+        "UPDATE audit_events SET agent = 'someone-else'",
+        "DELETE FROM audit_events",
+    ] {
+        let refused = other.execute(sql).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("append-only")),
+            "{sql}: {refused:?}"
+        );
+    }
+    other.close().await;
+    assert_eq!(
+        store
+            .audit(&signpost_gateway::store::AuditFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "still there, unchanged"
+    );
+}
+
 async fn contract(store: Store) {
     // A referral, its request answer, a step and an outbox row commit together.
     let mut tx = store.begin().await.unwrap();
@@ -142,9 +197,9 @@ async fn the_ledger_keeps_its_contract_on_sqlite() {
     let dir =
         std::env::temp_dir().join(format!("signpost-ledger-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
-        .await
-        .unwrap();
+    let url = format!("sqlite://{}/ledger.db", dir.display());
+    let store = Store::connect(&url).await.unwrap();
+    audit_is_append_only(&store, &url).await;
     contract(store).await;
     // Reopening finds the schema and the data.
     let again = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
@@ -172,6 +227,7 @@ async fn the_ledger_keeps_its_contract_on_postgresql() {
         None => panic!("SIGNPOST_TEST_POSTGRES_URL needs a database path"),
     };
     let store = Store::connect(&url).await.unwrap();
+    audit_is_append_only(&store, &url).await;
     contract(store.clone()).await;
     drop(store);
     admin
