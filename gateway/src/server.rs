@@ -71,14 +71,29 @@ pub async fn serve(
                         return;
                     };
                     let handshake = tokio::time::timeout(options.header_timeout, tls.acceptor().accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(error)) => {
-                            tracing::info!(%peer, %error, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake too slow");
+                    let refused = match handshake {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(error)) => Err(error.to_string()),
+                        Err(_) => Err("too slow".to_owned()),
+                    };
+                    let stream = match refused {
+                        Ok(s) => s,
+                        Err(why) => {
+                            // A refusal too: on the audit trail, with the TLS reason (no data).
+                            tracing::info!(%peer, why, "TLS handshake refused");
+                            api.audit
+                                .record(crate::audit::Record {
+                                    at_ms: crate::store::now_ms(),
+                                    kind: "rest",
+                                    subtype: "tls-handshake".to_owned(),
+                                    action: crate::audit::Action::Execute,
+                                    agent: "unidentified".to_owned(),
+                                    address: Some(peer.to_string()),
+                                    entity: None,
+                                    status: 401,
+                                    detail: format!("TLS handshake refused: {why}"),
+                                })
+                                .await;
                             return;
                         }
                     };
