@@ -39,7 +39,22 @@ pub fn capability_statement(date: &str) -> Value {
                     "The referral lifecycle. GET [base]/Task/{id}/$timeline gives the timeline as a List."),
                 read_search("HealthcareService", json!([]), "The directory's schemes, read-only."),
                 read_search("Endpoint", json!([]), "The directory's endpoints, read-only."),
+                {
+                    "type": "AuditEvent",
+                    "interaction": [{"code": "search-type"}],
+                    "searchParam": [
+                        {"name": "date", "type": "date", "documentation": "ge/gt/le/lt/eq prefixes; a day or an instant; repeatable"},
+                        {"name": "agent", "type": "token", "documentation": "the client (directory Device id)"},
+                        {"name": "entity", "type": "reference", "documentation": "ServiceRequest/<id>"},
+                        {"name": "_count", "type": "number", "documentation": "1 to 1000"}
+                    ],
+                    "documentation": "The audit trail: every request, refused handshake and delivery. Operators only."
+                },
             ],
+            "security": {
+                "cors": false,
+                "description": "Mutual TLS: each client presents a certificate the directory lists (a Device per GP system, scheme or operator); what it may do follows its role. Refusals are 403 REC_FORBIDDEN, unlisted certificates 401 REC_UNAUTHORIZED."
+            },
             "operation": [
                 {"name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"},
                 {"name": "timeline", "definition": "https://signpost.example.org/fhir/OperationDefinition/timeline"}
@@ -56,4 +71,18 @@ pub fn capability_statement(date: &str) -> Value {
             ]
         }]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_capability_statement_is_valid_r4() {
+        let profiles = signpost_profiles::Profiles::load().unwrap();
+        let outcome = profiles
+            .validate(&capability_statement("2026-12-02T10:00:00Z"), None)
+            .unwrap();
+        assert!(outcome.is_valid(), "{:?}", outcome.issues);
+    }
 }
