@@ -5,15 +5,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
-use signpost_letter::{Letter, LetterContext};
+use signpost_letter::Letter;
+
+/// The reference letter's inputs are the integration tests' own: one place says what they are.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: render_letter OUTPUT_DIR");
         return ExitCode::from(2);
     };
-    let letter = Letter::new(&composition(), &context());
+    let letter = Letter::new(&common::composition(), &common::context());
     let outputs = [
         ("outcome-letter.pdf", letter.to_pdf()),
         ("outcome-letter.html", letter.to_html().into_bytes()),
@@ -32,53 +35,4 @@ fn main() -> ExitCode {
         println!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
-}
-
-/// A made-up test patient (NHS number 943 476 5919 passes the Modulus 11 check).
-fn context() -> LetterContext {
-    LetterContext {
-        given_name: "Jane".into(),
-        family_name: "Example".into(),
-        nhs_number: "9434765919".into(),
-        birth_date: "2001-02-14".into(),
-        practice_name: "Riverside Medical Practice".into(),
-        practice_ods: "A81001".into(),
-        scheme_name: "Stand-in Community Link Workers".into(),
-        referral_date: "2026-09-01".into(),
-        outcome_date: "2026-11-30".into(),
-        status: "completed".into(),
-        status_reason: None,
-        referral_id: "SP-2026-000417".into(),
-    }
-}
-
-fn section(title: &str, body: &str) -> serde_json::Value {
-    json!({
-        "title": title,
-        "text": {
-            "status": "generated",
-            "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{body}</div>")
-        }
-    })
-}
-
-/// The scheme's "message back to GP and referrer", as schemes send it.
-fn composition() -> serde_json::Value {
-    json!({
-        "resourceType": "Composition",
-        "status": "final",
-        "type": {"coding": [{"system": "http://snomed.info/sct", "code": "371531000", "display": "Report of clinical encounter"}]},
-        "subject": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}},
-        "date": "2026-11-30T10:00:00Z",
-        "author": [{"display": "Stand-in Community Link Workers"}],
-        "title": "Social prescribing: message back to GP and referrer",
-        "section": [
-            section("Outcome", "<p>Seen three times; referral completed. Now attends a weekly walking group and has a debt-advice plan.</p>"),
-            section("Needs and concerns", "<ul><li>Loneliness</li><li>Money worries</li></ul>"),
-            section("What matters to the person", "<p>Getting out of the house and meeting people.</p>"),
-            section("Support offered", "<ul><li>Community walking group (taken up)</li><li>Citizens Advice debt service (taken up)</li></ul>"),
-            section("Wellbeing (ONS4)", "<table><tr><th></th><th>Before</th><th>After</th></tr><tr><td>Life satisfaction</td><td>3</td><td>6</td></tr><tr><td>Anxiety</td><td>8</td><td>5</td></tr></table>"),
-            section("Link worker", "<p>Stand-in link worker, 01234 567890</p>"),
-        ]
-    })
 }

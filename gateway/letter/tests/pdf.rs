@@ -193,3 +193,23 @@ fn text_that_is_not_winansi_is_shown_as_question_marks_not_dropped() {
         "{page}"
     );
 }
+
+/// `fixtures/letters/` holds the reference letter that was checked by eye (the PNG). If the
+/// rendering changes, this fails until the fixtures are made again and looked at again
+/// (`fixtures/letters/README.md`).
+#[test]
+fn the_reference_letter_in_the_fixtures_is_what_the_crate_renders() {
+    let letter = signpost_letter::Letter::new(&common::composition(), &common::context());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/letters");
+    for (name, rendered) in [
+        ("outcome-letter.pdf", letter.to_pdf()),
+        ("outcome-letter.html", letter.to_html().into_bytes()),
+        ("outcome-letter.txt", letter.to_text().into_bytes()),
+    ] {
+        let kept = std::fs::read(fixtures.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            kept == rendered,
+            "{name} differs from what the crate renders now"
+        );
+    }
+}
