@@ -325,8 +325,10 @@ pub async fn connect_to(broker: &BrokerUrl, name: &str) -> Result<Connection, Bu
     Ok(conn)
 }
 
-/// Connect, retrying with exponential backoff (100 ms doubling to 5 s) until it works or
-/// `shutdown` is cancelled (then `None`).
+/// Connect, retrying with exponential backoff (100 ms doubling to 1 s) until it works or
+/// `shutdown` is cancelled (then `None`). The cap is low on purpose: an attempt costs the broker
+/// one refused TCP connection, while a higher cap adds up to that much delay to every recovery
+/// after the broker returns (the chaos suite's broker-restart scenario measures it).
 pub async fn connect_with_backoff(
     url: &str,
     name: &str,
@@ -353,9 +355,12 @@ pub async fn connect_with_backoff(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return None,
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(MAX_BACKOFF);
     }
 }
+
+/// The longest wait between two attempts to reach the broker.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long a polite close may take before we stop waiting for the broker's close-ok.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

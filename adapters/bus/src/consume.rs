@@ -500,7 +500,7 @@ pub async fn supervise(
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(crate::amqp::MAX_BACKOFF);
     }
 }
 

@@ -3,6 +3,7 @@
 //! exit code. Std only, so it builds in seconds.
 
 mod bench;
+mod chaos;
 mod host;
 mod paths;
 mod pki;
@@ -42,6 +43,16 @@ Commands:
                   Prints a table; --json FILE writes the figures; --quick takes
                   2 s per phase instead of 10; --min-ratio R fails unless accepted
                   referrals/s reach R times the RabbitMQ baseline.
+  chaos [--debug] [--referrals N] [--rate R] [--scenario NAME]... [--max-recovery S]
+                  Fault injection: make sure RabbitMQ runs, build the release (or,
+                  with --debug, debug) binaries, then run signpost-chaos: for each
+                  scenario (gateway-kill, scheme-adapter-kill, gp-adapter-kill,
+                  broker-restart, scheme-failing, ledger-full; default all) a fresh
+                  loop as separate processes under a stream of N referrals (default
+                  5,000 at 50/s), the fault injected at 40%, then every referral and
+                  letter reconciled. Prints a table; fails on any loss, duplicate,
+                  leftover, or recovery over S seconds (default 5). broker-restart
+                  restarts the local RabbitMQ; ledger-full mounts a tmpfs (root).
   help            Print this message.
 
 Environment:
@@ -67,6 +78,7 @@ fn main() -> ExitCode {
         Some("demo") => tasks::demo(&rest),
         Some("test") => tasks::test(&rest),
         Some("bench") => bench::bench(&rest),
+        Some("chaos") => chaos::chaos(&rest),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(())
