@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Debug, thiserror::Error)]
@@ -291,10 +292,28 @@ pub struct Store {
     writer: Option<Arc<Mutex<()>>>,
 }
 
-/// A write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+/// A write transaction. Dropping it without a successful [`WriteTx::commit`] rolls back, by
+/// closing its connection.
+///
+/// The transaction is begun and ended with plain SQL on a connection of its own rather than with
+/// sqlx's `Transaction`: when SQLite rolls a transaction back by itself (it may on a full disk or
+/// an I/O error), sqlx's count of open transactions on that connection goes out of step, and a
+/// later rollback on it becomes `ROLLBACK TO SAVEPOINT`, which leaves a write transaction open
+/// and every other writer answered "database is locked" for good (seen in the chaos suite's
+/// ledger-full scenario). A connection whose transaction did not commit is never reused.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
+    tx: PoolConnection<Any>,
+    committed: bool,
     _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Closing the connection rolls back whatever it had open, in SQLite and PostgreSQL.
+            self.tx.close_on_drop();
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -353,8 +372,20 @@ impl Store {
             Some(m) => Some(m.clone().lock_owned().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _writer: guard })
+        let mut tx = WriteTx {
+            tx: self.pool.acquire().await?,
+            committed: false,
+            _writer: guard,
+        };
+        // On SQLite, take the write lock now: writers are queued in-process already, and a
+        // deferred transaction that upgrades later can fail with SQLITE_BUSY half-way.
+        let begin = if self.writer.is_some() {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        tx.tx.execute(begin).await?;
+        Ok(tx)
     }
 
     /// The letter sent as MESH message `reference`, or with bus message id `message_id`.
@@ -658,8 +689,9 @@ fn referral_from_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.tx.execute("COMMIT").await?;
+        self.committed = true;
         Ok(())
     }
 

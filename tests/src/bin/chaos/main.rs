@@ -14,7 +14,8 @@
 //! - every letter the gateway acknowledged from the scheme was filed at the GP system once;
 //! - nothing is left in flight (no message in any queue, nothing unsent in the outbox);
 //! - recovery: from the end of the fault (restart issued, broker back, scheme or disk healthy
-//!   again) until every referral and letter acknowledged before it had arrived.
+//!   again) until every referral and letter acknowledged before it had arrived, and a referral
+//!   acknowledged after it had reached the scheme too.
 //!
 //! It prints one table and exits non-zero on any loss, duplicate, leftover, refusal, or a
 //! recovery slower than `--max-recovery`.
@@ -55,7 +56,8 @@ Scenarios:
   3 gp-adapter-kill      SIGKILL of the GP adapter while letters flow back, then restart
   4 broker-restart       rabbitmqctl stop_app, 2 s, start_app; everything left running
   5 scheme-failing       the scheme answers 500 and times out for 5 s
-  6 ledger-full          the ledger's disk (a tmpfs; needs root) full for 5 s
+  6 ledger-full          the ledger's disk (a tmpfs; needs root) full until the gateway
+                         refuses writes (503), then 5 s more
 
 Environment: SIGNPOST_TEST_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f),
 SIGNPOST_CHAOS_LOG (the processes' log filter, default warn).";
@@ -430,16 +432,29 @@ async fn scenario(sc: Scenario, args: &Args, template: &Value) -> Result<Row, St
             Instant::now()
         }
         Scenario::LedgerFull => {
+            // SQLite keeps writing into the room its write-ahead log already has, so the disk
+            // refuses writes only once that is used up: keep it full until the gateway has
+            // refused (503) for a while, bounded.
             let disk = disk.as_ref().ok_or("no ledger disk")?;
-            let before = stream.acks().answers.get("503").copied().unwrap_or(0);
+            let refusals = || {
+                stream.acks().answers.get("503").copied().unwrap_or(0)
+                    + standins.shared.unavailable.load(Ordering::SeqCst)
+            };
+            let before = refusals();
             let took = disk.fill()?;
+            let filled = Instant::now();
+            while refusals() == before && filled.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let bit_after = filled.elapsed();
             tokio::time::sleep(FAULT).await;
             disk.free();
-            let refused = stream.acks().answers.get("503").copied().unwrap_or(0) - before;
+            let refused = refusals() - before;
             row.notes.push(format!(
-                "the ledger's disk was full for {} s (a {} MiB filler); the gateway answered 503 {refused} times meanwhile",
-                FAULT.as_secs(),
-                took >> 20
+                "the ledger's disk was full for {:.1} s (a {} MiB filler); the first 503 came after {:.1} s, and the gateway answered 503 {refused} times in all (to referrals and to the scheme's messages)",
+                filled.elapsed().as_secs_f64(),
+                took >> 20,
+                bit_after.as_secs_f64()
             ));
             if refused == 0 {
                 row.failures
@@ -510,8 +525,19 @@ async fn recovery(stream: &Stream, standins: &Standins, fault_ended: Instant) ->
         .filter(|(_, at)| **at <= fault_ended)
         .map(|(c, _)| c.clone())
         .collect();
+    let stream_over = stream.sent.load(Ordering::SeqCst) == stream.settled.load(Ordering::SeqCst)
+        && stream.settled.load(Ordering::SeqCst) == stream.acks().acked.len();
     while fault_ended.elapsed() < QUIET_LIMIT {
-        let done = {
+        // The loop works again: a referral acknowledged after the fault has reached the scheme
+        // (unless the stream had already ended).
+        let working_again = stream_over || {
+            let acks = stream.acks();
+            let c = standins.shared.counts();
+            acks.acked
+                .iter()
+                .any(|(r, at)| *at > fault_ended && c.referrals.contains_key(r))
+        };
+        let done = working_again && {
             let c = standins.shared.counts();
             referrals.iter().all(|r| c.referrals.contains_key(r))
                 && letters.iter().all(|l| c.letters_filed.contains_key(l))

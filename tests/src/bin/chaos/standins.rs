@@ -58,6 +58,8 @@ pub struct Shared {
     pub failed_on_purpose: AtomicU64,
     /// Scheme work in progress (posting statuses and letters back).
     pub working: AtomicUsize,
+    /// 503 answers the gateway gave the scheme's messages.
+    pub unavailable: AtomicU64,
     /// How long a hanging answer takes (past the adapter's time limit).
     hang: Duration,
 }
@@ -94,6 +96,7 @@ impl Standins {
             fault_calls: AtomicU64::new(0),
             failed_on_purpose: AtomicU64::new(0),
             working: AtomicUsize::new(0),
+            unavailable: AtomicU64::new(0),
             hang,
         });
         let scheme_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -263,9 +266,11 @@ async fn work(
         Some("Support plan finished"),
         Some(messages::outcome_letter(&nhs)),
     );
-    let mut acked = post_until_acked(&client, &gateway_fhir, &correlation_id, &accepted).await;
+    let post =
+        |message| post_until_acked(&shared, &client, &gateway_fhir, &correlation_id, message);
+    let mut acked = post(&accepted).await;
     if acked {
-        acked = post_until_acked(&client, &gateway_fhir, &correlation_id, &completed).await;
+        acked = post(&completed).await;
     }
     {
         let mut c = shared.counts();
@@ -280,7 +285,8 @@ async fn work(
 
 /// POST a message to the gateway until it is acknowledged: 2xx, or 409 `duplicate` on a retry
 /// (the gateway has it already; the first answer was lost). `false` after two minutes of trying.
-pub async fn post_until_acked(
+async fn post_until_acked(
+    shared: &Shared,
     client: &Client,
     gateway_fhir: &str,
     correlation_id: &str,
@@ -300,7 +306,11 @@ pub async fn post_until_acked(
         {
             Ok(Ok(r)) if r.status.is_success() => return true,
             Ok(Ok(r)) if r.status == StatusCode::CONFLICT && attempt > 1 => return true,
-            Ok(Ok(r)) if retryable(r.status) => {}
+            Ok(Ok(r)) if retryable(r.status) => {
+                if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                    shared.unavailable.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             Ok(Ok(r)) => {
                 tracing::warn!(status = %r.status, "chaos scheme: the gateway refused a message");
                 return false;
