@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a commit that began within the request's time budget may take to finish.
+const COMMIT_GRACE: Duration = Duration::from_secs(5);
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -85,15 +88,29 @@ where
             (r, None)
         }
         Ok(()) => {
-            let worker = tokio::spawn(crate::audit::with_entity(route(
-                api.clone(),
-                req,
-                client.caller.clone(),
-            )));
-            match tokio::time::timeout(timeout, worker).await {
-                Ok(Ok(answered)) => answered,
-                Ok(Err(join)) => (error_response(&ApiError::internal(&join)), None),
-                Err(_) => (error_response(&ApiError::timeout()), None),
+            // The budget is kept at commit: work that has not begun to commit by the deadline
+            // is stopped (and could not commit any more), and work whose commit began in time
+            // is let finish and answered as it is. So a 408 never hides a change that happens
+            // anyway, and a retry never races its own first attempt.
+            let budget = crate::store::Budget::new(started + timeout);
+            let mut worker = tokio::spawn(crate::store::within_budget(
+                budget.clone(),
+                crate::audit::with_entity(route(api.clone(), req, client.caller.clone())),
+            ));
+            let answered = match tokio::time::timeout(timeout, &mut worker).await {
+                Ok(done) => Some(done),
+                Err(_) if budget.committing() => {
+                    tokio::time::timeout(COMMIT_GRACE, &mut worker).await.ok()
+                }
+                Err(_) => None,
+            };
+            match answered {
+                Some(Ok(answered)) => answered,
+                Some(Err(join)) => (error_response(&ApiError::internal(&join)), None),
+                None => {
+                    worker.abort();
+                    (error_response(&ApiError::timeout()), None)
+                }
             }
         }
     };

@@ -49,7 +49,9 @@ pub struct Gateway {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
+        if matches!(e, StoreError::PastDeadline) {
+            ApiError::timeout()
+        } else if e.is_unavailable() {
             tracing::warn!(error = %e, "ledger unavailable");
             ApiError::unavailable("The ledger cannot accept writes right now; nothing was accepted. Retry later with the same X-Request-Id")
         } else {

@@ -26,6 +26,43 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("ledger: a row with this key already exists")]
     Duplicate,
+    /// The request's time budget ran out before its transaction committed; it was rolled back.
+    #[error("ledger: the request's time budget ran out before commit")]
+    PastDeadline,
+}
+
+/// The time budget of the HTTP request a task serves, as the ledger sees it: a commit after the
+/// deadline is refused, and whether a commit has begun (then the request is let finish).
+#[derive(Clone)]
+pub struct Budget {
+    deadline: std::time::Instant,
+    committing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Budget {
+    pub fn new(deadline: std::time::Instant) -> Self {
+        Budget {
+            deadline,
+            committing: Arc::default(),
+        }
+    }
+
+    /// Whether a commit has begun (or been refused) under this budget.
+    pub fn committing(&self) -> bool {
+        self.committing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+tokio::task_local! {
+    static BUDGET: Budget;
+}
+
+/// Run `f` under `budget`: a [`WriteTx::commit`] inside it once the deadline has passed rolls
+/// back and returns [`StoreError::PastDeadline`]. With [`Budget::committing`], the HTTP layer
+/// then answers 408 only for work that can no longer take effect, and never lets a retry with
+/// the same `X-Request-Id` race its own first attempt.
+pub async fn within_budget<F: std::future::Future>(budget: Budget, f: F) -> F::Output {
+    BUDGET.scope(budget, f).await
 }
 
 impl StoreError {
@@ -690,6 +727,18 @@ fn referral_from_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
 
 impl WriteTx {
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        // Mark first, then look at the clock: the HTTP layer reads the mark at the deadline, so
+        // either it sees the mark and waits, or this sees the deadline passed and rolls back.
+        let past = BUDGET
+            .try_with(|b| {
+                b.committing
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                std::time::Instant::now() >= b.deadline
+            })
+            .unwrap_or(false);
+        if past {
+            return Err(StoreError::PastDeadline);
+        }
         self.tx.execute("COMMIT").await?;
         self.committed = true;
         Ok(())

@@ -8,6 +8,7 @@ mod hl7v2;
 
 mod amqps;
 mod bad_input;
+mod budget;
 mod crash_recovery;
 mod delivery;
 mod duplicates;
