@@ -432,10 +432,15 @@ async fn scenario(sc: Scenario, args: &Args, template: &Value) -> Result<Row, St
             Instant::now()
         }
         Scenario::LedgerFull => {
-            // SQLite keeps writing into the room its write-ahead log already has, so the disk
-            // refuses writes only once that is used up: keep it full until the gateway has
-            // refused (503) for a while, bounded.
+            // SQLite keeps writing into the room its write-ahead log already has, so first
+            // empty the log (a checkpoint that truncates it, as any process may ask), then fill
+            // the disk: the next write needs room the disk no longer has. Keep it full until
+            // the gateway has refused (503) for a while, bounded.
             let disk = disk.as_ref().ok_or("no ledger disk")?;
+            let truncated = truncate_wal(&database_url).await;
+            row.notes.push(format!(
+                "write-ahead log emptied before the fault: {truncated}"
+            ));
             let refusals = || {
                 stream.acks().answers.get("503").copied().unwrap_or(0)
                     + standins.shared.unavailable.load(Ordering::SeqCst)
@@ -481,6 +486,35 @@ async fn scenario(sc: Scenario, args: &Args, template: &Value) -> Result<Row, St
     }
     drop(disk);
     Ok(row)
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on the ledger from a connection of our own; what it said.
+async fn truncate_wal(database_url: &str) -> String {
+    use sqlx::{Connection, Row};
+    let run = async {
+        let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .await?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
+                .await?;
+            let busy: i64 = row.try_get(0)?;
+            last = if busy == 0 {
+                "yes".to_owned()
+            } else {
+                "no (the ledger was busy)".to_owned()
+            };
+            if busy == 0 {
+                break;
+            }
+        }
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(last)
+    };
+    run.await.unwrap_or_else(|e| format!("no ({e})"))
 }
 
 /// SIGKILL and start again at once, as a supervisor would. The fault ends at the restart.
