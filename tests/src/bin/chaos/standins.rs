@@ -158,6 +158,34 @@ fn answer(status: StatusCode, code: &str, rec: &str, text: &str) -> Response<Ful
     r
 }
 
+/// A POST to `path`: its `X-Request-Id`, `X-Correlation-Id` and body, or the answer refusing it.
+async fn receive(
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<(String, String, Bytes), Response<Full<Bytes>>> {
+    if req.method() != http::Method::POST || req.uri().path() != path {
+        return Err(answer(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "REC_NOT_FOUND",
+            "no such endpoint",
+        ));
+    }
+    let ids = (
+        header(&req, "x-request-id"),
+        header(&req, "x-correlation-id"),
+    );
+    match req.into_body().collect().await {
+        Ok(b) => Ok((ids.0, ids.1, b.to_bytes())),
+        Err(_) => Err(answer(
+            StatusCode::BAD_REQUEST,
+            "incomplete",
+            "REC_BAD_REQUEST",
+            "body not read",
+        )),
+    }
+}
+
 fn header(req: &Request<Incoming>, name: &str) -> String {
     req.headers()
         .get(name)
@@ -172,28 +200,9 @@ async fn scheme(
     client: Client,
     gateway_fhir: String,
 ) -> Response<Full<Bytes>> {
-    if req.method() != http::Method::POST || req.uri().path() != "/fhir/$process-message" {
-        return answer(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "REC_NOT_FOUND",
-            "no such endpoint",
-        );
-    }
-    let (request_id, correlation_id) = (
-        header(&req, "x-request-id"),
-        header(&req, "x-correlation-id"),
-    );
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "incomplete",
-                "REC_BAD_REQUEST",
-                "body not read",
-            )
-        }
+    let (request_id, correlation_id, body) = match receive(req, "/fhir/$process-message").await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     if shared.failing.load(Ordering::SeqCst) {
         shared.failed_on_purpose.fetch_add(1, Ordering::SeqCst);
@@ -330,28 +339,9 @@ pub fn retryable(status: StatusCode) -> bool {
 }
 
 async fn gp(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    if req.method() != http::Method::POST || req.uri().path() != "/fhir/DocumentReference" {
-        return answer(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "REC_NOT_FOUND",
-            "no such endpoint",
-        );
-    }
-    let (request_id, correlation_id) = (
-        header(&req, "x-request-id"),
-        header(&req, "x-correlation-id"),
-    );
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "incomplete",
-                "REC_BAD_REQUEST",
-                "body not read",
-            )
-        }
+    let (request_id, correlation_id, body) = match receive(req, "/fhir/DocumentReference").await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let is_document = serde_json::from_slice::<Value>(&body)
         .map(|v| v["resourceType"] == "DocumentReference")
