@@ -6,17 +6,21 @@
 //! Writes go through a [`WriteTx`]: everything a request changes (its answer, the referral, the
 //! timeline, the outbox rows) commits together or not at all, so an HTTP answer is only sent for
 //! what is on disk and every committed referral has its outbox row. On SQLite, write transactions
-//! are serialised in-process: SQLite has one writer, and queueing here beats `SQLITE_BUSY`.
+//! are serialised in-process on one writer connection (SQLite has one writer, and queueing here
+//! beats `SQLITE_BUSY`) and committed in groups, one fsync for all that queued meanwhile (see
+//! [`writer`]); reads use a small pool of their own, so they never queue behind the writer. On
+//! PostgreSQL each write transaction is a transaction of its own on the pool.
 //!
 //! This module stores and fetches; what the rows mean is `referral.rs`'s business.
+
+mod writer;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Executor, Row};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +33,10 @@ pub enum StoreError {
     /// The request's time budget ran out before its transaction committed; it was rolled back.
     #[error("ledger: the request's time budget ran out before commit")]
     PastDeadline,
+    /// The write did not commit: the batch it joined was lost (a failed `COMMIT`, or SQLite
+    /// rolled the transaction back by itself, as on a full disk). Nothing of it is on disk.
+    #[error("ledger: the write was not committed")]
+    NotCommitted,
 }
 
 /// The time budget of the HTTP request a task serves, as the ledger sees it: a commit after the
@@ -70,6 +78,7 @@ impl StoreError {
     /// file), which is worth a 503 rather than a 500.
     pub fn is_unavailable(&self) -> bool {
         match self {
+            StoreError::NotCommitted => true,
             StoreError::Db(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => true,
@@ -89,6 +98,21 @@ impl StoreError {
 
 fn is_unique(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl StoreError {
+    fn is_unique(&self) -> bool {
+        matches!(self, StoreError::Db(e) if is_unique(e))
+    }
+}
+
+/// A unique key's violation as [`StoreError::Duplicate`], any other error as it is.
+fn duplicate(e: StoreError) -> StoreError {
+    if e.is_unique() {
+        StoreError::Duplicate
+    } else {
+        e
+    }
 }
 
 const SCHEMA: &[&str] = &[
@@ -324,31 +348,45 @@ pub struct OutboxRow {
 
 #[derive(Clone)]
 pub struct Store {
+    /// All reads; on PostgreSQL also the write transactions.
     pool: AnyPool,
-    /// Serialises write transactions on SQLite; `None` on PostgreSQL.
-    writer: Option<Arc<Mutex<()>>>,
+    /// The SQLite writer, through which every write transaction goes; `None` on PostgreSQL.
+    writer: Option<writer::Writer>,
 }
 
-/// A write transaction. Dropping it without a successful [`WriteTx::commit`] rolls back, by
-/// closing its connection.
+/// A write transaction. Dropping it without a successful [`WriteTx::commit`] rolls back.
 ///
-/// The transaction is begun and ended with plain SQL on a connection of its own rather than with
-/// sqlx's `Transaction`: when SQLite rolls a transaction back by itself (it may on a full disk or
-/// an I/O error), sqlx's count of open transactions on that connection goes out of step, and a
-/// later rollback on it becomes `ROLLBACK TO SAVEPOINT`, which leaves a write transaction open
-/// and every other writer answered "database is locked" for good (seen in the chaos suite's
-/// ledger-full scenario). A connection whose transaction did not commit is never reused.
+/// Transactions are begun and ended with plain SQL rather than with sqlx's `Transaction`: when
+/// SQLite rolls a transaction back by itself (it may on a full disk or an I/O error), sqlx's
+/// count of open transactions on that connection goes out of step, and a later rollback on it
+/// becomes `ROLLBACK TO SAVEPOINT`, which leaves a write transaction open and every other writer
+/// answered "database is locked" for good (seen in the chaos suite's ledger-full scenario).
 pub struct WriteTx {
-    tx: PoolConnection<Any>,
-    committed: bool,
-    _writer: Option<OwnedMutexGuard<()>>,
+    inner: Tx,
+    /// A statement failed other than on a unique key (SQLite): the batch may have been rolled
+    /// back under it, so no further statement runs (it would run outside any transaction, and
+    /// commit by itself) and the commit is refused.
+    poisoned: bool,
 }
 
-impl Drop for WriteTx {
+enum Tx {
+    /// PostgreSQL: a transaction of its own on a pooled connection.
+    Own(OwnTx),
+    /// SQLite: a savepoint in the writer's batch transaction.
+    Member(writer::Member),
+}
+
+struct OwnTx {
+    conn: PoolConnection<Any>,
+    committed: bool,
+}
+
+impl Drop for OwnTx {
     fn drop(&mut self) {
         if !self.committed {
-            // Closing the connection rolls back whatever it had open, in SQLite and PostgreSQL.
-            self.tx.close_on_drop();
+            // Closing the connection rolls back whatever it had open; a connection whose
+            // transaction did not commit is never reused.
+            self.conn.close_on_drop();
         }
     }
 }
@@ -381,6 +419,8 @@ impl Store {
                 })
             });
         }
+        // On SQLite the pool is for reads (and the schema): a few connections, so that reads
+        // go on beside the writer (WAL lets them) instead of queueing behind it.
         let pool = options.connect(&url).await?;
         for ddl in SCHEMA {
             pool.execute(*ddl).await?;
@@ -393,10 +433,12 @@ impl Store {
         for ddl in append_only {
             pool.execute(*ddl).await?;
         }
-        Ok(Store {
-            pool,
-            writer: sqlite.then(|| Arc::new(Mutex::new(()))),
-        })
+        let writer = if sqlite {
+            Some(writer::Writer::connect(&url).await?)
+        } else {
+            None
+        };
+        Ok(Store { pool, writer })
     }
 
     /// Whether the store answers.
@@ -404,25 +446,24 @@ impl Store {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
     }
 
+    /// Begin a write transaction. On SQLite this waits for the writer (write transactions run
+    /// one at a time there).
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let guard = match &self.writer {
-            Some(m) => Some(m.clone().lock_owned().await),
-            None => None,
+        let inner = match &self.writer {
+            Some(writer) => Tx::Member(writer.begin().await?),
+            None => {
+                let mut own = OwnTx {
+                    conn: self.pool.acquire().await?,
+                    committed: false,
+                };
+                own.conn.execute("BEGIN").await?;
+                Tx::Own(own)
+            }
         };
-        let mut tx = WriteTx {
-            tx: self.pool.acquire().await?,
-            committed: false,
-            _writer: guard,
-        };
-        // On SQLite, take the write lock now: writers are queued in-process already, and a
-        // deferred transaction that upgrades later can fail with SQLITE_BUSY half-way.
-        let begin = if self.writer.is_some() {
-            "BEGIN IMMEDIATE"
-        } else {
-            "BEGIN"
-        };
-        tx.tx.execute(begin).await?;
-        Ok(tx)
+        Ok(WriteTx {
+            inner,
+            poisoned: false,
+        })
     }
 
     /// The letter sent as MESH message `reference`, or with bus message id `message_id`.
@@ -471,7 +512,7 @@ impl Store {
     pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         for r in rows {
-            sqlx::query(
+            let done = sqlx::query(
                 "INSERT INTO audit_events (id, at_ms, kind, subtype, action, agent, address, entity, status, detail)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
@@ -485,8 +526,9 @@ impl Store {
             .bind(&r.entity)
             .bind(r.status)
             .bind(&r.detail)
-            .execute(&mut *tx.tx)
-            .await?;
+            .execute(tx.conn()?)
+            .await;
+            tx.note(done)?;
         }
         tx.commit().await
     }
@@ -726,7 +768,9 @@ fn referral_from_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
 }
 
 impl WriteTx {
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    /// Commit; `Ok` only once the transaction is on disk. On SQLite that is when the batch it
+    /// joins commits ([`StoreError::NotCommitted`] if the batch is lost).
+    pub async fn commit(self) -> Result<(), StoreError> {
         // Mark first, then look at the clock: the HTTP layer reads the mark at the deadline, so
         // either it sees the mark and waits, or this sees the deadline passed and rolls back.
         let past = BUDGET
@@ -736,12 +780,65 @@ impl WriteTx {
                 std::time::Instant::now() >= b.deadline
             })
             .unwrap_or(false);
-        if past {
-            return Err(StoreError::PastDeadline);
+        match self.inner {
+            // Dropped uncommitted, the connection is closed: a rollback.
+            Tx::Own(_) if past => Err(StoreError::PastDeadline),
+            Tx::Own(mut own) => {
+                own.conn.execute("COMMIT").await?;
+                own.committed = true;
+                Ok(())
+            }
+            Tx::Member(member) if past || self.poisoned => {
+                member.rollback().await;
+                Err(if past {
+                    StoreError::PastDeadline
+                } else {
+                    StoreError::NotCommitted
+                })
+            }
+            Tx::Member(member) => member.commit().await,
         }
-        self.tx.execute("COMMIT").await?;
-        self.committed = true;
-        Ok(())
+    }
+
+    /// The connection for the transaction's statements; refused once a statement failed in a
+    /// way that may have ended the SQLite batch (see [`WriteTx::poisoned`]).
+    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::NotCommitted);
+        }
+        match &mut self.inner {
+            Tx::Own(own) => Ok(&mut *own.conn),
+            Tx::Member(member) => member.conn(),
+        }
+    }
+
+    /// Pass a statement's outcome through, poisoning a SQLite member on any failure but a unique
+    /// key's (which SQLite undoes by the statement alone, leaving the transaction as it was).
+    fn note<T>(&mut self, done: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(e) = &done {
+            if !is_unique(e) && matches!(self.inner, Tx::Member(_)) {
+                self.poisoned = true;
+            }
+        }
+        done
+    }
+
+    /// Run one statement of the transaction (see [`WriteTx::note`]).
+    async fn exec<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        let done = query.execute(self.conn()?).await;
+        Ok(self.note(done)?)
+    }
+
+    /// Run one statement of the transaction that answers one row.
+    async fn fetch_one<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<AnyRow, StoreError> {
+        let done = query.fetch_one(self.conn()?).await;
+        Ok(self.note(done)?)
     }
 
     /// Record the answer to a request id. [`StoreError::Duplicate`] if the id was seen: the
@@ -752,42 +849,39 @@ impl WriteTx {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO requests (request_id, status, body, at_ms) VALUES ($1, $2, $3, $4)",
+        self.exec(
+            sqlx::query(
+                "INSERT INTO requests (request_id, status, body, at_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(request_id)
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(now_ms()),
         )
-        .bind(request_id)
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(now_ms())
-        .execute(&mut *self.tx)
         .await
-        .map_err(|e| {
-            if is_unique(&e) {
-                StoreError::Duplicate
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(duplicate)?;
         Ok(())
     }
 
     /// Mark a bus message as processed. `false` if it already was.
     pub async fn record_inbox(&mut self, message_id: &str) -> Result<bool, StoreError> {
-        match sqlx::query("INSERT INTO inbox (message_id, at_ms) VALUES ($1, $2)")
-            .bind(message_id)
-            .bind(now_ms())
-            .execute(&mut *self.tx)
+        match self
+            .exec(
+                sqlx::query("INSERT INTO inbox (message_id, at_ms) VALUES ($1, $2)")
+                    .bind(message_id)
+                    .bind(now_ms()),
+            )
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if is_unique(&e) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) if e.is_unique() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
     /// [`StoreError::Duplicate`] when the source bundle id (or another unique key) is taken.
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO referrals (id, task_id, source_bundle_id, message_bundle_id, correlation_id,
                 practice_ods, scheme_id, scheme_endpoint, nhs_number, sr_status, task_status,
                 service_request, task, version, created_ms, updated_ms)
@@ -808,10 +902,8 @@ impl WriteTx {
         .bind(r.task.to_string())
         .bind(r.version)
         .bind(r.created_ms)
-        .bind(r.updated_ms)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| if is_unique(&e) { StoreError::Duplicate } else { e.into() })?;
+        .bind(r.updated_ms);
+        self.exec(query).await.map_err(duplicate)?;
         Ok(())
     }
 
@@ -822,7 +914,7 @@ impl WriteTx {
         r: &ReferralRow,
         expected_version: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE referrals SET sr_status = $1, task_status = $2, service_request = $3, task = $4,
                 version = $5, updated_ms = $6 WHERE id = $7 AND version = $8",
         )
@@ -833,9 +925,8 @@ impl WriteTx {
         .bind(r.version)
         .bind(r.updated_ms)
         .bind(&r.id)
-        .bind(expected_version)
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(expected_version);
+        let done = self.exec(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -858,12 +949,15 @@ impl WriteTx {
         if steps.is_empty() {
             return Ok(());
         }
-        let first: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE referral_id = $1")
-                .bind(referral_id)
-                .fetch_one(&mut *self.tx)
-                .await?
-                .try_get(0)?;
+        let first: i64 = self
+            .fetch_one(
+                sqlx::query(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE referral_id = $1",
+                )
+                .bind(referral_id),
+            )
+            .await?
+            .try_get(0)?;
         let rows: Vec<String> = (0..steps.len())
             .map(|i| {
                 let b = i * 6;
@@ -893,13 +987,13 @@ impl WriteTx {
                 .bind(*step)
                 .bind(*detail);
         }
-        query.execute(&mut *self.tx).await?;
+        self.exec(query).await?;
         Ok(())
     }
 
     pub async fn add_outbox(&mut self, row: &OutboxRow) -> Result<(), StoreError> {
         // One statement: the sequence number is taken inside the insert.
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO outbox (id, seq, exchange, routing_key, referral_id, label, envelope, created_ms)
              VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox), $2, $3, $4, $5, $6, $7)",
         )
@@ -909,9 +1003,8 @@ impl WriteTx {
         .bind(&row.referral_id)
         .bind(&row.label)
         .bind(&row.envelope)
-        .bind(now_ms())
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(now_ms());
+        self.exec(query).await?;
         Ok(())
     }
 
@@ -922,20 +1015,19 @@ impl WriteTx {
         id: &str,
         set_aside: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE outbox SET sent_ms = $1, set_aside = $2 WHERE id = $3 AND sent_ms IS NULL",
         )
         .bind(now_ms())
         .bind(set_aside)
-        .bind(id)
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(id);
+        let done = self.exec(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Keep a parked message. `false` if this report was recorded before.
     pub async fn insert_parked(&mut self, row: &ParkedRow) -> Result<bool, StoreError> {
-        match sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO parked (id, message_id, referral_id, target, origin_queue, label, reason,
                 attempts, parked_ms, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
@@ -948,13 +1040,11 @@ impl WriteTx {
         .bind(&row.reason)
         .bind(row.attempts)
         .bind(row.parked_ms)
-        .bind(&row.envelope)
-        .execute(&mut *self.tx)
-        .await
-        {
+        .bind(&row.envelope);
+        match self.exec(query).await {
             Ok(_) => Ok(true),
-            Err(e) if is_unique(&e) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) if e.is_unique() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -968,67 +1058,65 @@ impl WriteTx {
         code: &str,
         action: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO record_events (id, nhs_number, practice_ods, code, action, at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+        let query = sqlx::query("INSERT INTO record_events (id, nhs_number, practice_ods, code, action, at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(id)
             .bind(nhs_number)
             .bind(practice_ods)
             .bind(code)
             .bind(action)
-            .bind(now_ms())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(|e| if is_unique(&e) { StoreError::Duplicate } else { e.into() })?;
+            .bind(now_ms());
+        self.exec(query).await.map_err(duplicate)?;
         Ok(())
     }
 
     /// Mark a parked message replayed. `false` if it already was (a replay is done once).
     pub async fn mark_replayed(&mut self, id: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE parked SET replayed_ms = $1 WHERE id = $2 AND replayed_ms IS NULL")
+        let done = self
+            .exec(
+                sqlx::query(
+                    "UPDATE parked SET replayed_ms = $1 WHERE id = $2 AND replayed_ms IS NULL",
+                )
                 .bind(now_ms())
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
+                .bind(id),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// A letter handed to MESH as message `reference`. Sent again (a replay), it waits afresh.
     pub async fn letter_sent(&mut self, ack: &LetterAck) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO letter_acks (message_id, reference, referral_id, sent_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (message_id) DO UPDATE SET reference = $2, sent_ms = $4, settled_ms = NULL, alerted_ms = NULL",
         )
         .bind(&ack.message_id)
         .bind(&ack.reference)
         .bind(&ack.referral_id)
-        .bind(ack.sent_ms)
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(ack.sent_ms);
+        self.exec(query).await?;
         Ok(())
     }
 
     /// The letter's wait is over (its business acknowledgement, or a refusal).
     pub async fn letter_settled(&mut self, message_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE letter_acks SET settled_ms = $1 WHERE message_id = $2 AND settled_ms IS NULL",
         )
         .bind(now_ms())
-        .bind(message_id)
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(message_id);
+        self.exec(query).await?;
         Ok(())
     }
 
     /// Mark a missing acknowledgement as raised. `false` if it was settled or raised already
     /// (by another replica).
     pub async fn letter_alerted(&mut self, message_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE letter_acks SET alerted_ms = $1 WHERE message_id = $2 AND alerted_ms IS NULL AND settled_ms IS NULL",
         )
         .bind(now_ms())
-        .bind(message_id)
-        .execute(&mut *self.tx)
-        .await?;
+        .bind(message_id);
+        let done = self.exec(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1039,14 +1127,13 @@ impl WriteTx {
         kind: &str,
         content: &Value,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
+        let query = sqlx::query("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(referral_id)
             .bind(kind)
             .bind(content.to_string())
-            .bind(now_ms())
-            .execute(&mut *self.tx)
-            .await?;
+            .bind(now_ms());
+        self.exec(query).await?;
         Ok(())
     }
 }

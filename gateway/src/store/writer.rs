@@ -1,0 +1,260 @@
+//! Group commit on SQLite: one writer connection, one open batch transaction, and every
+//! [`WriteTx`](super::WriteTx) a savepoint inside it.
+//!
+//! Each commit on SQLite (WAL, synchronous FULL) is an fsync, and with one commit per request
+//! the disk, not the gateway, set the pace. Here a write transaction is a member of a batch:
+//! the first member opens the batch (`BEGIN IMMEDIATE`), each member runs inside `SAVEPOINT w`
+//! while it holds the writer (members run one at a time), and a member that commits releases
+//! its savepoint into the batch and waits. A settle task, queued on the writer behind the
+//! members already waiting for it (the lock is fair), then issues one `COMMIT` for all of them
+//! and answers each. Under load the batch is everyone who queued meanwhile; alone, a member is
+//! committed at once. Nothing is answered `Ok` before its batch's `COMMIT` returned, so "durable
+//! before acknowledged" holds per member.
+//!
+//! A member that fails or is dropped rolls back to its savepoint, and the others in the batch
+//! are untouched. When the batch itself is lost (SQLite rolls a transaction back by itself on a
+//! full disk or an I/O error, a `COMMIT` fails, or a statement that begins or ends a transaction
+//! was interrupted so that what the connection has open is unknown), every member waiting on it
+//! is answered [`StoreError::NotCommitted`] and the connection is closed (which rolls back
+//! whatever it had open); the next member opens a fresh one. The connection is never used again
+//! in a state this module did not see through: that is what left the ledger "database is
+//! locked" for good when sqlx's own transaction bookkeeping went out of step with SQLite's.
+
+use std::sync::Arc;
+
+use sqlx::{AnyConnection, Connection, Executor};
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+use super::StoreError;
+
+/// The SQLite writer: one connection, taken by one member (or the settle task) at a time.
+#[derive(Clone)]
+pub(super) struct Writer(Arc<Mutex<State>>);
+
+pub(super) struct State {
+    url: String,
+    /// `None` after the connection was given up; the next member opens a new one.
+    conn: Option<AnyConnection>,
+    /// The batch transaction is open: `BEGIN IMMEDIATE` done, `COMMIT` not yet.
+    in_batch: bool,
+    /// A member's savepoint is open: while the member holds the writer, or after it was dropped
+    /// without committing (then whoever takes the writer next rolls the savepoint back first).
+    savepoint: bool,
+    /// A statement that begins or ends a transaction or a savepoint did not run to its end (its
+    /// future was dropped): what the connection has open is unknown, so it is not used again.
+    unsure: bool,
+    /// Members whose savepoints were released into the open batch, waiting for its end: `true`
+    /// once it committed, `false` (or the sender dropped) if it did not.
+    waiters: Vec<oneshot::Sender<bool>>,
+    /// A settle task is spawned and has not yet taken the writer.
+    settle_pending: bool,
+}
+
+/// Open a writer connection: WAL, durable at commit, and a wait (rather than an error) while
+/// another process holds the write lock.
+async fn open(url: &str) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = AnyConnection::connect(url).await?;
+    conn.execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000",
+    )
+    .await?;
+    Ok(conn)
+}
+
+impl Writer {
+    /// Open the writer connection on `url` (an `sqlite:` URL the pool also uses).
+    pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
+        let conn = open(url).await?;
+        Ok(Writer(Arc::new(Mutex::new(State {
+            url: url.to_owned(),
+            conn: Some(conn),
+            in_batch: false,
+            savepoint: false,
+            unsure: false,
+            waiters: Vec::new(),
+            settle_pending: false,
+        }))))
+    }
+
+    /// Take the writer and open a member's savepoint in the batch (opening the batch if none
+    /// is). Waits for the members ahead.
+    pub(super) async fn begin(&self) -> Result<Member, StoreError> {
+        let guard = self.0.clone().lock_owned().await;
+        // Made before anything can fail or be interrupted, so that its drop always schedules
+        // the batch's end.
+        let mut member = Member {
+            writer: self.0.clone(),
+            state: Some(guard),
+        };
+        let s = member.state()?;
+        s.recover().await;
+        if s.conn.is_none() {
+            s.conn = Some(open(&s.url).await?);
+        }
+        if !s.in_batch {
+            // Take the write lock now: a deferred transaction that upgrades later can fail with
+            // SQLITE_BUSY half-way.
+            s.control("BEGIN IMMEDIATE").await?;
+            s.in_batch = true;
+        }
+        s.control("SAVEPOINT w").await?;
+        s.savepoint = true;
+        Ok(member)
+    }
+}
+
+impl State {
+    /// Run a statement that begins or ends a transaction or a savepoint. If its future is
+    /// dropped before it returns, [`State::unsure`] stays set and the connection is given up.
+    async fn control(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        self.unsure = true;
+        let done = conn.execute(sql).await;
+        self.unsure = false;
+        done.map(drop)
+    }
+
+    /// Make the connection fit for the next member or for the batch's end: roll back a
+    /// savepoint its member left open, or give the connection up if its state is unknown or the
+    /// rollback fails (then SQLite has rolled the whole batch back by itself).
+    async fn recover(&mut self) {
+        if self.unsure {
+            self.reset("a statement beginning or ending a transaction was interrupted");
+            return;
+        }
+        if self.savepoint {
+            match self.control("ROLLBACK TO w; RELEASE w").await {
+                Ok(()) => self.savepoint = false,
+                Err(e) => self.reset(&format!("rolling back a savepoint failed: {e}")),
+            }
+        }
+    }
+
+    /// Give up the connection and the batch: closing the connection rolls back whatever it had
+    /// open, and every member waiting on the batch learns that it did not commit.
+    fn reset(&mut self, why: &str) {
+        if self.in_batch || !self.waiters.is_empty() {
+            tracing::warn!(
+                waiting = self.waiters.len(),
+                "ledger: the write batch is abandoned and its connection closed: {why}"
+            );
+        }
+        self.conn = None;
+        self.in_batch = false;
+        self.savepoint = false;
+        self.unsure = false;
+        for w in self.waiters.drain(..) {
+            let _ = w.send(false);
+        }
+    }
+
+    /// Make sure a settle task will take the writer after the members now waiting for it.
+    fn schedule_settle(&mut self, writer: &Arc<Mutex<State>>) {
+        if self.settle_pending {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.settle_pending = true;
+                runtime.spawn(settle(writer.clone()));
+            }
+            // No runtime to end the batch on (a drop outside one): end it here, unanswered work
+            // is not committed.
+            Err(_) => self.reset("no runtime to end the batch on"),
+        }
+    }
+}
+
+/// End the open batch: `COMMIT` if members are waiting on it (then answer them), otherwise
+/// roll back the empty transaction so that no write lock is held idle.
+async fn settle(writer: Arc<Mutex<State>>) {
+    let mut s = writer.lock().await;
+    s.settle_pending = false;
+    s.recover().await;
+    if !s.in_batch {
+        // Nothing open (a reset answered everyone already).
+        return;
+    }
+    let waiters = std::mem::take(&mut s.waiters);
+    let end = if waiters.is_empty() {
+        "ROLLBACK"
+    } else {
+        "COMMIT"
+    };
+    match s.control(end).await {
+        Ok(()) => {
+            s.in_batch = false;
+            if waiters.len() > 1 {
+                tracing::trace!(members = waiters.len(), "ledger: group commit");
+            }
+            for w in waiters {
+                let _ = w.send(true);
+            }
+        }
+        Err(e) => {
+            // Whether SQLite kept the transaction open or rolled it back, the connection is
+            // closed (rolling back) and everyone in the batch told it did not commit.
+            s.waiters = waiters;
+            s.reset(&format!("{end} failed: {e}"));
+        }
+    }
+}
+
+/// One write transaction's hold on the writer: its savepoint is open while this lives. Dropped
+/// without [`Member::commit`], its savepoint is rolled back by the next holder of the writer.
+pub(super) struct Member {
+    writer: Arc<Mutex<State>>,
+    /// `None` once the member let go of the writer.
+    state: Option<OwnedMutexGuard<State>>,
+}
+
+impl Member {
+    fn state(&mut self) -> Result<&mut State, StoreError> {
+        self.state.as_deref_mut().ok_or(StoreError::NotCommitted)
+    }
+
+    /// The writer connection, for the member's statements.
+    pub(super) fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        self.state()?.conn.as_mut().ok_or(StoreError::NotCommitted)
+    }
+
+    /// Release the savepoint into the batch, let go of the writer, and wait for the batch's
+    /// `COMMIT`. `Ok` only once it returned.
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let s = self.state.as_deref_mut().ok_or(StoreError::NotCommitted)?;
+        if let Err(e) = s.control("RELEASE w").await {
+            // The savepoint went with the batch: SQLite rolled the transaction back itself.
+            s.reset(&format!("releasing a savepoint failed: {e}"));
+            return Err(StoreError::NotCommitted);
+        }
+        s.savepoint = false;
+        let (tx, rx) = oneshot::channel();
+        s.waiters.push(tx);
+        s.schedule_settle(&self.writer);
+        // Let go of the writer: the next member runs while this one waits for the batch.
+        self.state = None;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::NotCommitted),
+        }
+    }
+
+    /// Roll back the member's savepoint now (rather than when the writer is next taken).
+    pub(super) async fn rollback(mut self) {
+        if let Ok(s) = self.state() {
+            s.recover().await;
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.state.take() {
+            // The savepoint, if still open, stays flagged for the next holder to roll back; the
+            // batch must still end even if no other member comes.
+            s.schedule_settle(&self.writer);
+        }
+    }
+}
