@@ -258,3 +258,181 @@ impl Drop for Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    /// A writer on a fresh ledger file with one table, `t (x TEXT)`.
+    async fn writer() -> (Writer, String, std::path::PathBuf) {
+        sqlx::any::install_default_drivers();
+        let dir =
+            std::env::temp_dir().join(format!("signpost-writer-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/ledger.db?mode=rwc", dir.display());
+        let writer = Writer::connect(&url).await.unwrap();
+        let mut m = writer.begin().await.unwrap();
+        m.conn()
+            .unwrap()
+            .execute("CREATE TABLE t (x TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        m.commit().await.unwrap();
+        (writer, url, dir)
+    }
+
+    async fn insert(m: &mut Member, x: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO t (x) VALUES ($1)")
+            .bind(x)
+            .execute(m.conn().unwrap())
+            .await
+            .map(drop)
+    }
+
+    /// What another connection finds on disk, in order.
+    async fn on_disk(url: &str) -> Vec<String> {
+        let mut other = AnyConnection::connect(url).await.unwrap();
+        let rows = sqlx::query("SELECT x FROM t ORDER BY x")
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_members_commit_together_and_a_failed_or_dropped_one_takes_none_with_it() {
+        let (writer, url, dir) = writer().await;
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut m = writer.begin().await.unwrap();
+                insert(&mut m, &format!("{i:02}")).await.unwrap();
+                match i % 3 {
+                    // A unique key's violation: the statement fails, the member gives up.
+                    0 => {
+                        assert!(insert(&mut m, &format!("{i:02}")).await.is_err());
+                        drop(m);
+                        false
+                    }
+                    1 => {
+                        drop(m);
+                        false
+                    }
+                    _ => {
+                        tokio::task::yield_now().await;
+                        m.commit().await.unwrap();
+                        true
+                    }
+                }
+            }));
+        }
+        let mut committed = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            if t.await.unwrap() {
+                committed.push(format!("{i:02}"));
+            }
+        }
+        assert_eq!(on_disk(&url).await, committed);
+        // The batch ended: another process may write.
+        let mut other = AnyConnection::connect(&url).await.unwrap();
+        other
+            .execute("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
+            .await
+            .expect("no write lock is held idle");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_sqlite_rolled_back_by_itself_is_answered_not_committed_and_the_writer_recovers(
+    ) {
+        let (writer, url, dir) = writer().await;
+        let mut a = writer.begin().await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        // b takes the writer next, before the batch's settle task.
+        let b = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let mut b = writer.begin().await.unwrap();
+                // As SQLite does by itself on a full disk or an I/O error.
+                b.conn().unwrap().execute("ROLLBACK").await.unwrap();
+                drop(b);
+            }
+        });
+        tokio::task::yield_now().await;
+        let a = tokio::spawn(a.commit());
+        b.await.unwrap();
+        assert!(matches!(a.await.unwrap(), Err(StoreError::NotCommitted)));
+        assert!(on_disk(&url).await.is_empty(), "nothing of the lost batch");
+
+        let mut c = writer.begin().await.unwrap();
+        insert(&mut c, "c").await.unwrap();
+        c.commit().await.unwrap();
+        assert_eq!(on_disk(&url).await, ["c"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_member_of_the_batch_and_the_writer_recovers() {
+        let (writer, url, dir) = writer().await;
+        // A deferred foreign key is checked at COMMIT, which then fails.
+        let mut m = writer.begin().await.unwrap();
+        m.conn()
+            .unwrap()
+            .execute("CREATE TABLE child (p TEXT REFERENCES t (x) DEFERRABLE INITIALLY DEFERRED)")
+            .await
+            .unwrap();
+        m.commit().await.unwrap();
+
+        let mut a = writer.begin().await.unwrap();
+        a.conn()
+            .unwrap()
+            .execute("PRAGMA foreign_keys = ON")
+            .await
+            .unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let b = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let mut b = writer.begin().await.unwrap();
+                b.conn()
+                    .unwrap()
+                    .execute("INSERT INTO child (p) VALUES ('nowhere')")
+                    .await
+                    .unwrap();
+                b.commit().await
+            }
+        });
+        tokio::task::yield_now().await;
+        let a = tokio::spawn(a.commit());
+        assert!(matches!(b.await.unwrap(), Err(StoreError::NotCommitted)));
+        assert!(matches!(a.await.unwrap(), Err(StoreError::NotCommitted)));
+        assert!(on_disk(&url).await.is_empty());
+
+        let mut c = writer.begin().await.unwrap();
+        insert(&mut c, "c").await.unwrap();
+        c.commit().await.unwrap();
+        assert_eq!(on_disk(&url).await, ["c"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_begin_leaves_no_transaction_behind() {
+        let (writer, url, dir) = writer().await;
+        // Another process holds the write lock; a member waiting for it is given up.
+        let mut other = AnyConnection::connect(&url).await.unwrap();
+        other.execute("BEGIN IMMEDIATE").await.unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), writer.begin()).await;
+        assert!(waited.is_err(), "the member waits for the lock");
+        other.execute("ROLLBACK").await.unwrap();
+        drop(other);
+
+        let mut c = writer.begin().await.unwrap();
+        insert(&mut c, "c").await.unwrap();
+        c.commit().await.unwrap();
+        assert_eq!(on_disk(&url).await, ["c"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

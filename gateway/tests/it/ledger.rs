@@ -81,6 +81,54 @@ async fn audit_is_append_only(store: &Store, url: &str) {
     );
 }
 
+/// Write transactions at once: each commits or not on its own. One that fails on a unique key
+/// or is dropped takes none of the others with it, and every commit answered `Ok` is there to
+/// read (on SQLite they share batch transactions; see the store's writer).
+async fn concurrent_writers(store: &Store) {
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("c-{i}");
+            let mut tx = store.begin().await.unwrap();
+            tx.record_request(&id, 200, "{}").await.unwrap();
+            match i % 3 {
+                0 => {
+                    // b1 is r1's source Bundle.
+                    assert!(matches!(
+                        tx.insert_referral(&referral(&id, "b1")).await,
+                        Err(StoreError::Duplicate)
+                    ));
+                    false
+                }
+                1 => false,
+                _ => {
+                    tx.insert_referral(&referral(&id, &format!("b-{id}")))
+                        .await
+                        .unwrap();
+                    tx.add_step(&id, "received", "in").await.unwrap();
+                    tx.commit().await.unwrap();
+                    true
+                }
+            }
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let committed = task.await.unwrap();
+        let id = format!("c-{i}");
+        assert_eq!(
+            store.request_answer(&id).await.unwrap().is_some(),
+            committed,
+            "{id}"
+        );
+        assert_eq!(
+            store.referral(&id).await.unwrap().is_some(),
+            committed,
+            "{id}"
+        );
+    }
+}
+
 async fn contract(store: Store) {
     // A referral, its request answer, a step and an outbox row commit together.
     let mut tx = store.begin().await.unwrap();
@@ -190,6 +238,8 @@ async fn contract(store: Store) {
     assert!(!tx.record_inbox("e1").await.unwrap());
     tx.commit().await.unwrap();
     assert!(store.ping().await);
+
+    concurrent_writers(&store).await;
 }
 
 #[tokio::test]
