@@ -939,8 +939,9 @@ impl WriteTx {
         self.add_steps(referral_id, &[(step, detail)]).await
     }
 
-    /// Steps in order, in two statements whatever their number (each statement is a round
-    /// trip to the database on the request's path).
+    /// Steps in order, in one statement whatever their number (each statement is a round trip
+    /// to the database on the request's path): the sequence numbers follow the referral's last,
+    /// read inside the insert (which reads the table before it writes, on SQLite and PostgreSQL).
     pub async fn add_steps(
         &mut self,
         referral_id: &str,
@@ -949,41 +950,24 @@ impl WriteTx {
         if steps.is_empty() {
             return Ok(());
         }
-        let first: i64 = self
-            .fetch_one(
-                sqlx::query(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE referral_id = $1",
-                )
-                .bind(referral_id),
-            )
-            .await?
-            .try_get(0)?;
         let rows: Vec<String> = (0..steps.len())
             .map(|i| {
-                let b = i * 6;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                )
+                let b = 3 + i * 3;
+                format!("(${}, {}, ${}, ${})", b, i + 1, b + 1, b + 2)
             })
             .collect();
         let sql = format!(
-            "INSERT INTO timeline (id, referral_id, seq, at_ms, step, detail) VALUES {}",
+            "INSERT INTO timeline (id, referral_id, seq, at_ms, step, detail)
+             SELECT v.column1, $1,
+                    (SELECT COALESCE(MAX(seq), 0) FROM timeline WHERE referral_id = $1) + v.column2,
+                    $2, v.column3, v.column4
+             FROM (VALUES {}) AS v",
             rows.join(", ")
         );
-        let at = now_ms();
-        let mut query = sqlx::query(&sql);
-        for (i, (step, detail)) in steps.iter().enumerate() {
+        let mut query = sqlx::query(&sql).bind(referral_id).bind(now_ms());
+        for (step, detail) in steps {
             query = query
                 .bind(uuid::Uuid::new_v4().to_string())
-                .bind(referral_id)
-                .bind(first + i as i64)
-                .bind(at)
                 .bind(*step)
                 .bind(*detail);
         }

@@ -207,6 +207,32 @@ async fn contract(store: Store) {
         .collect();
     assert_eq!(steps, ["received", "queued"]);
 
+    // Several steps at once follow the last, in their order.
+    let mut tx = store.begin().await.unwrap();
+    tx.add_steps("r1", &[("validated", "a"), ("routed", "b"), ("sent", "c")])
+        .await
+        .unwrap();
+    tx.add_step("r1", "delivered", "d").await.unwrap();
+    tx.commit().await.unwrap();
+    let steps: Vec<String> = store
+        .timeline("r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.step)
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "received",
+            "queued",
+            "validated",
+            "routed",
+            "sent",
+            "delivered"
+        ]
+    );
+
     // Optimistic update: the second writer at the same version loses.
     let mut changed = r.clone();
     changed.version = 2;
