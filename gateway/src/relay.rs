@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use signpost_bus::envelope::Head;
 use signpost_bus::publish::{Outgoing, Publisher};
-use signpost_bus::{amqp, topology, BusError, Envelope};
+use signpost_bus::{amqp, topology, BusError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -152,9 +153,10 @@ impl Relay {
 }
 
 fn outgoing(row: &OutboxRow) -> Result<Outgoing<'_>, signpost_bus::envelope::EnvelopeError> {
-    let envelope = Envelope::from_bytes(row.envelope.as_bytes())?;
+    // Only the head: the payload goes out as stored, unread.
+    let head = Head::from_bytes(row.envelope.as_bytes())?;
     // The envelope's own message id, also for a replay (whose outbox row has an id of its own).
-    let properties = envelope.properties();
+    let properties = head.properties();
     Ok(Outgoing {
         exchange: &row.exchange,
         routing_key: &row.routing_key,

@@ -176,25 +176,80 @@ impl Envelope {
 
     /// AMQP properties for a first publish: persistent, JSON, ids and headers copied from the body.
     pub fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            H_TRACEPARENT.into(),
-            AMQPValue::LongString(LongString::from(self.traceparent.as_bytes())),
-        );
-        headers.insert(
-            H_SCHEMA_VERSION.into(),
-            AMQPValue::LongLongInt(i64::from(self.schema_version)),
-        );
-        headers.insert(H_ATTEMPT.into(), AMQPValue::LongLongInt(0));
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(self.message_id.to_string()))
-            .with_correlation_id(ShortString::from(self.correlation_id.clone()))
-            .with_type(ShortString::from(self.kind.as_str()))
-            .with_app_id(ShortString::from("signpost"))
-            .with_headers(headers)
+        first_publish_properties(
+            self.schema_version,
+            self.message_id,
+            &self.correlation_id,
+            self.kind,
+            &self.traceparent,
+        )
     }
+}
+
+/// An envelope read without building its payload, which is only checked and skipped: all that
+/// publishing a stored envelope needs (its bytes go out as they are), without turning a large
+/// FHIR Bundle into a `Value` on the way.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Head {
+    pub schema_version: u32,
+    pub message_id: Uuid,
+    pub correlation_id: String,
+    pub kind: Kind,
+    pub referral_id: String,
+    pub target: String,
+    pub created_at: String,
+    pub traceparent: String,
+    #[allow(dead_code)] // required and well-formed, never built
+    payload: serde::de::IgnoredAny,
+}
+
+impl Head {
+    /// Parse a body's head, refusing schema versions this build does not know.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let head: Head = serde_json::from_slice(bytes)?;
+        if head.schema_version != SCHEMA_VERSION {
+            return Err(EnvelopeError::Version(head.schema_version));
+        }
+        Ok(head)
+    }
+
+    /// The same properties as [`Envelope::properties`] for the whole envelope.
+    pub fn properties(&self) -> BasicProperties {
+        first_publish_properties(
+            self.schema_version,
+            self.message_id,
+            &self.correlation_id,
+            self.kind,
+            &self.traceparent,
+        )
+    }
+}
+
+fn first_publish_properties(
+    schema_version: u32,
+    message_id: Uuid,
+    correlation_id: &str,
+    kind: Kind,
+    traceparent: &str,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        H_TRACEPARENT.into(),
+        AMQPValue::LongString(LongString::from(traceparent.as_bytes())),
+    );
+    headers.insert(
+        H_SCHEMA_VERSION.into(),
+        AMQPValue::LongLongInt(i64::from(schema_version)),
+    );
+    headers.insert(H_ATTEMPT.into(), AMQPValue::LongLongInt(0));
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(message_id.to_string()))
+        .with_correlation_id(ShortString::from(correlation_id))
+        .with_type(ShortString::from(kind.as_str()))
+        .with_app_id(ShortString::from("signpost"))
+        .with_headers(headers)
 }
 
 /// Read an integer header, whatever integer width the publisher used.
@@ -275,6 +330,33 @@ mod tests {
             serde_json::json!({"resourceType": "Bundle"}),
         );
         assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn the_head_alone_gives_the_same_properties_and_refuses_what_the_envelope_refuses() {
+        let mut e = Envelope::new(
+            Kind::ReferralMessage,
+            "c-1",
+            "r-1",
+            "scheme-a",
+            None,
+            serde_json::json!({"resourceType": "Bundle", "entry": [{"a": [1, 2, {"b": null}]}]}),
+        );
+        let head = Head::from_bytes(&e.to_bytes()).unwrap();
+        assert_eq!(head.properties(), e.properties());
+        assert_eq!(
+            (head.message_id, head.referral_id.as_str()),
+            (e.message_id, "r-1")
+        );
+        let mut no_payload: serde_json::Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        no_payload.as_object_mut().unwrap().remove("payload");
+        assert!(Head::from_bytes(no_payload.to_string().as_bytes()).is_err());
+        assert!(Head::from_bytes(b"{\"schema_version\": 1, \"payload\": {").is_err());
+        e.schema_version = 99;
+        assert!(matches!(
+            Head::from_bytes(&e.to_bytes()),
+            Err(EnvelopeError::Version(99))
+        ));
     }
 
     #[test]
