@@ -832,15 +832,6 @@ impl WriteTx {
         Ok(self.note(done)?)
     }
 
-    /// Run one statement of the transaction that answers one row.
-    async fn fetch_one<'q>(
-        &mut self,
-        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    ) -> Result<AnyRow, StoreError> {
-        let done = query.fetch_one(self.conn()?).await;
-        Ok(self.note(done)?)
-    }
-
     /// Record the answer to a request id. [`StoreError::Duplicate`] if the id was seen: the
     /// caller then rolls back everything else the request did.
     pub async fn record_request(
