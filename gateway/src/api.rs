@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Value};
 use signpost_bus::uris;
 use signpost_bus::Directory;
+use tracing::Instrument;
 
 use crate::audit::{Action, Audit};
 use crate::auth::{self, Caller};
@@ -62,6 +63,22 @@ where
     });
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // One span per request, continuing the caller's trace; the route's shape, never its ids.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {}", redact_path(&path)),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %redact_path(&path),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        signpost_bus::trace::continue_trace(&span, parent);
+    }
     let echo = echo_headers(req.headers());
     let timeout = api.request_timeout;
     let metrics = api.gateway.metrics.clone();
@@ -93,10 +110,13 @@ where
             // is let finish and answered as it is. So a 408 never hides a change that happens
             // anyway, and a retry never races its own first attempt.
             let budget = crate::store::Budget::new(started + timeout);
-            let mut worker = tokio::spawn(crate::store::within_budget(
-                budget.clone(),
-                crate::audit::with_entity(route(api.clone(), req, client.caller.clone())),
-            ));
+            let mut worker = tokio::spawn(
+                crate::store::within_budget(
+                    budget.clone(),
+                    crate::audit::with_entity(route(api.clone(), req, client.caller.clone())),
+                )
+                .instrument(span.clone()),
+            );
             let answered = match tokio::time::timeout(timeout, &mut worker).await {
                 Ok(done) => Some(done),
                 Err(_) if budget.committing() => {
@@ -119,6 +139,8 @@ where
     }
     let status = response.status().as_u16();
     metrics.http_answer(status);
+    span.record("http.response.status_code", status);
+    drop(span);
     let shape = redact_path(&path);
     tracing::info!(%method, path = %shape, status, ms = started.elapsed().as_millis() as u64, "request");
     // Liveness and readiness probes are not audited: they touch no data.
@@ -501,11 +523,15 @@ where
     let ids = RequestIds {
         request_id: required_uuid_header(headers, "x-request-id")?,
         correlation_id: required_uuid_header(headers, "x-correlation-id")?,
-        traceparent: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| is_traceparent(t))
-            .map(str::to_owned),
+        // This request's own span when traces are exported (so the delivery joins its trace),
+        // else the caller's trace context as it came.
+        traceparent: crate::telemetry::current_traceparent().or_else(|| {
+            headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| is_traceparent(t))
+                .map(str::to_owned)
+        }),
     };
     check_content_type(headers)?;
     let body = read_body(api, req).await?;

@@ -14,6 +14,7 @@
 //! - [`events`]: delivery reports from adapters onto timelines.
 //! - [`error`]: the one place errors become OperationOutcomes.
 //! - [`tls`], [`auth`], [`audit`]: the mutual-TLS listener, who may do what, and the audit trail.
+//! - [`telemetry`]: logs, and traces exported over OTLP.
 //! - [`fhir`], [`capability`], [`metrics`]: helpers.
 //!
 //! The bus contract (envelope, topology, consuming) is the `signpost-bus` crate's; delivering to
@@ -39,5 +40,6 @@ pub mod relay;
 pub mod replies;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod validate;

@@ -418,3 +418,70 @@ pub fn directory(scheme_url: &str, gp_url: &str) -> Value {
     }
     d
 }
+
+/// A stand-in OpenTelemetry collector: `POST /v1/traces` (OTLP/HTTP, JSON encoding) keeps each
+/// export's body and answers 200, so a test can look at every span Signpost exported.
+pub struct OtlpCollector {
+    pub base: String,
+    exports: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpCollector {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let exports: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let kept = exports.clone();
+        let task = serve(listener, None, move |req: Request<Incoming>| {
+            let kept = kept.clone();
+            async move {
+                let (parts, body) = read(req).await;
+                if parts.method != http::Method::POST || parts.uri.path() != "/v1/traces" {
+                    return reply(StatusCode::NOT_FOUND, &json!({}));
+                }
+                if let Ok(mut v) = kept.lock() {
+                    v.push(body);
+                }
+                let mut r = reply(StatusCode::OK, &json!({}));
+                r.headers_mut().insert(
+                    "content-type",
+                    http::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        });
+        OtlpCollector {
+            base,
+            exports,
+            task,
+        }
+    }
+
+    /// Every span received so far, as OTLP JSON `Span` objects.
+    pub fn spans(&self) -> Vec<Value> {
+        let exports = self.exports.lock().map(|v| v.clone()).unwrap_or_default();
+        exports
+            .iter()
+            .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Every export body received so far, as text.
+    pub fn text(&self) -> String {
+        let exports = self.exports.lock().map(|v| v.clone()).unwrap_or_default();
+        exports
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for OtlpCollector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

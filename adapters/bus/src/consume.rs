@@ -26,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Connection;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::envelope::{
@@ -48,6 +49,18 @@ pub enum Outcome {
     Retry(String),
     /// A failure that retrying will not mend (4xx, undecodable message): park it.
     Park(String),
+}
+
+impl Outcome {
+    /// The outcome's name, without its detail (for spans and metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Sent { .. } => "sent",
+            Outcome::Retry(_) => "retry",
+            Outcome::Park(_) => "park",
+        }
+    }
 }
 
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
@@ -251,7 +264,25 @@ impl Ctx {
             attempt,
             routing_key: delivery.routing_key.as_str().to_owned(),
         };
-        let outcome = self.handler.handle(&envelope, &meta).await;
+        // The delivery continues the trace of whatever published the message.
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = %format!("deliver {}", envelope.kind.as_str()),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %self.queue,
+            messaging.message.id = %envelope.message_id,
+            signpost.attempt = attempt,
+            signpost.outcome = tracing::field::Empty,
+        );
+        crate::trace::continue_trace(&span, &envelope.traceparent);
+        let outcome = self
+            .handler
+            .handle(&envelope, &meta)
+            .instrument(span.clone())
+            .await;
+        span.record("signpost.outcome", outcome.name());
+        drop(span);
         match outcome {
             Outcome::Delivered(detail) => {
                 tracing::info!(queue = %self.queue, message_id = %envelope.message_id, attempt, "delivered");

@@ -11,6 +11,7 @@
 //! - [`directory`]: the FHIR directory of practices, schemes and endpoints, parsed once at start.
 //! - [`http`]: outbound HTTP (rustls) and how an HTTP answer maps to a delivery outcome.
 //! - [`secret`]: settings that never print.
+//! - [`trace`]: W3C trace context carried across the bus, continued by the span that delivers.
 //!
 //! This crate knows nothing of the ledger or of FHIR validation: those belong to the gateway.
 
@@ -22,6 +23,7 @@ pub mod http;
 pub mod publish;
 pub mod secret;
 pub mod topology;
+pub mod trace;
 pub mod uris;
 
 pub use consume::{ConsumeSettings, Handler, Outcome, QueueConsumer, RetryPolicy};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use signpost_gateway::{app, config::Settings, validate};
+use signpost_gateway::{app, config::Settings, telemetry, validate};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: signpost [--config FILE] (run | gateway | adapter NAME... | validate [--profile ID] FILE... | parked list [--scheme S] [--since T] | parked replay (ID | --scheme S | --since T))";
@@ -40,7 +40,6 @@ fn main() -> ExitCode {
         eprintln!("unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
     }
-    init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -48,22 +47,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(command, rest, config)) {
+    let telemetry = match telemetry::init(runtime.handle()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("signpost: telemetry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(command, rest, config));
+    // The runtime still runs the exporter's sends while the last spans go out.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("signpost: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = std::env::var("SIGNPOST_LOG")
-        .unwrap_or_else(|_| "info,lapin=warn,lapin::channels=off,amq_protocol=warn".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn serve(command: String, rest: Vec<String>, config: Option<PathBuf>) -> anyhow::Result<()> {

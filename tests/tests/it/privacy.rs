@@ -1,8 +1,9 @@
 //! Patient data never reaches the logs, the traces or the metrics. The whole loop runs as a
 //! separate `signpost run` at the most verbose logging (every Signpost event and span at
 //! `trace`), its output captured to files; referrals for known and made-up patients go round
-//! to filed letters, some error paths are taken, and then every captured line and the metrics
-//! are searched for each patient's names, NHS number, birth date, address and phone number.
+//! to filed letters, some error paths are taken, and then every captured line, every trace span
+//! exported (over OTLP to a stand-in collector) and the metrics are searched for each patient's
+//! names, NHS number, birth date, address and phone number.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use signpost_tests::client::Client;
 use signpost_tests::env::{fixture, read_fixture, workspace};
+use signpost_tests::standin::OtlpCollector;
 
 use crate::assert_eventually;
 use crate::helpers::{free_port, new_id, referral_id, steps, Process, World};
@@ -428,11 +430,16 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         ("SIGNPOST_DIRECTORY", directory.display().to_string()),
         ("SIGNPOST_RETRY_DELAYS_MS", "200,400".to_owned()),
     ];
+    // Traces go to a stand-in collector, in OTLP's JSON encoding, exported every 100 ms.
+    let collector = OtlpCollector::start().await;
     let env: Vec<(&str, String)> = env
         .into_iter()
         .chain([
             ("SIGNPOST_LOG", LOG_FILTER.to_owned()),
             ("NO_COLOR", "1".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.base.clone()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
         ])
         .collect();
     let mut signpost = Process::spawn_on(
@@ -591,7 +598,7 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         "the logs record the referrals (stderr has {} bytes)",
         stderr.len()
     );
-    // Signpost has no trace events or spans today; debug ones show the filter is past info.
+    // Debug events show the filter is past info.
     assert!(
         logs.contains(" DEBUG signpost"),
         "the verbose filter is in force: Signpost's debug events are there"
@@ -601,6 +608,36 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         "the logs carry referral ids, so they are about these referrals"
     );
 
+    // The trace spans are there, one per request and one per delivery, and a referral's
+    // delivery continues the trace of the POST that brought it.
+    let spans = collector.spans();
+    let named = |prefix: &str| -> Vec<&Value> {
+        spans
+            .iter()
+            .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    };
+    let posts = named("POST /fhir/$process-message");
+    let deliveries = named("deliver referral-message");
+    assert!(
+        posts.len() >= referrals.len()
+            && !deliveries.is_empty()
+            && !named("deliver letter-filing").is_empty(),
+        "request and delivery spans were exported: {} spans, names {:?}",
+        spans.len(),
+        spans
+            .iter()
+            .map(|s| s["name"].to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        deliveries.iter().any(|d| posts
+            .iter()
+            .any(|p| p["traceId"] == d["traceId"] && d["parentSpanId"] == p["spanId"])),
+        "a delivery span is the child of its POST's span"
+    );
+    let traces = collector.text();
+
     let ordinary = ordinary_text(&sent, &directory);
     let mut skipped = Vec::new();
     let needles = needles(&identities, &ordinary, &mut skipped);
@@ -609,9 +646,10 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
         "made-up and fixture names are searched: {needles:#?}"
     );
     println!(
-        "searching {} log lines and {} metrics lines for {} strings about {} patients; \
-         not searched alone: {skipped:#?}",
+        "searching {} log lines, {} trace spans and {} metrics lines for {} strings about {} \
+         patients; not searched alone: {skipped:#?}",
         logs.lines().count(),
+        spans.len(),
         metrics.text.lines().count(),
         needles.len(),
         identities.len()
@@ -619,6 +657,7 @@ async fn no_patient_name_nhs_number_birth_date_or_address_appears_in_logs_traces
     let mut leaks = leaks_in("stdout", &stdout, &needles);
     leaks.extend(leaks_in("stderr", &stderr, &needles));
     leaks.extend(leaks_in("metrics", &metrics.text, &needles));
+    leaks.extend(leaks_in("traces", &traces, &needles));
     assert!(
         leaks.is_empty(),
         "patient data leaked ({}):\n{}",
