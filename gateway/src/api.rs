@@ -63,13 +63,14 @@ where
     });
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let shape = redact_path(&path);
     // One span per request, continuing the caller's trace; the route's shape, never its ids.
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{method} {}", redact_path(&path)),
+        otel.name = %format!("{method} {shape}"),
         otel.kind = "server",
         http.request.method = %method,
-        http.route = %redact_path(&path),
+        http.route = %shape,
         http.response.status_code = tracing::field::Empty,
     );
     if let Some(parent) = req
@@ -141,7 +142,6 @@ where
     metrics.http_answer(status);
     span.record("http.response.status_code", status);
     drop(span);
-    let shape = redact_path(&path);
     tracing::info!(%method, path = %shape, status, ms = started.elapsed().as_millis() as u64, "request");
     // Liveness and readiness probes are not audited: they touch no data.
     if !matches!(path.as_str(), "/healthz" | "/readyz") {
