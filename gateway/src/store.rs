@@ -13,6 +13,7 @@
 //!
 //! This module stores and fetches; what the rows mean is `referral.rs`'s business.
 
+mod stmt;
 mod writer;
 
 use std::sync::Arc;
@@ -20,12 +21,17 @@ use std::sync::Arc;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use sqlx::{Any, AnyPool, Executor, Row};
+
+use stmt::Stmt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ledger: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the SQLite writer.
+    #[error("ledger: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("ledger: stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
     #[error("ledger: a row with this key already exists")]
@@ -91,6 +97,15 @@ impl StoreError {
                     || m.contains("busy")
                     || m.contains("disk i/o")
             }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+            ),
             _ => false,
         }
     }
@@ -102,7 +117,15 @@ fn is_unique(e: &sqlx::Error) -> bool {
 
 impl StoreError {
     fn is_unique(&self) -> bool {
-        matches!(self, StoreError::Db(e) if is_unique(e))
+        match self {
+            StoreError::Db(e) => is_unique(e),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -163,6 +186,9 @@ const SCHEMA: &[&str] = &[
         set_aside TEXT
     )",
     "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (sent_ms, seq)",
+    // The next sequence number is `MAX(seq) + 1`: an index lookup, not a scan of every row ever
+    // sent.
+    "CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq)",
     "CREATE TABLE IF NOT EXISTS inbox (
         message_id TEXT PRIMARY KEY,
         at_ms BIGINT NOT NULL
@@ -512,23 +538,21 @@ impl Store {
     pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         for r in rows {
-            let done = sqlx::query(
+            let done = Stmt::new(
                 "INSERT INTO audit_events (id, at_ms, kind, subtype, action, agent, address, entity, status, detail)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
-            .bind(&r.id)
-            .bind(r.at_ms)
-            .bind(&r.kind)
-            .bind(&r.subtype)
-            .bind(&r.action)
-            .bind(&r.agent)
-            .bind(&r.address)
-            .bind(&r.entity)
-            .bind(r.status)
-            .bind(&r.detail)
-            .execute(tx.conn()?)
-            .await;
-            tx.note(done)?;
+            .text(&r.id)
+            .int(r.at_ms)
+            .text(&r.kind)
+            .text(&r.subtype)
+            .text(&r.action)
+            .text(&r.agent)
+            .opt_text(r.address.as_deref())
+            .opt_text(r.entity.as_deref())
+            .int(r.status)
+            .text(&r.detail);
+            tx.exec(done).await?;
         }
         tx.commit().await
     }
@@ -789,7 +813,7 @@ impl WriteTx {
                 Ok(())
             }
             Tx::Member(member) if past || self.poisoned => {
-                member.rollback().await;
+                member.rollback();
                 Err(if past {
                     StoreError::PastDeadline
                 } else {
@@ -800,36 +824,29 @@ impl WriteTx {
         }
     }
 
-    /// The connection for the transaction's statements; refused once a statement failed in a
-    /// way that may have ended the SQLite batch (see [`WriteTx::poisoned`]).
-    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+    /// Run one statement of the transaction; the number of rows it changed. Refused once a
+    /// statement failed in a way that may have ended the SQLite batch: any failure there but a
+    /// unique key's (which SQLite undoes by the statement alone, leaving the transaction as it
+    /// was) poisons the member (see [`WriteTx::poisoned`]). On SQLite the statement runs here,
+    /// on the writer connection this transaction holds, without a hop to another thread.
+    async fn exec(&mut self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
         if self.poisoned {
             return Err(StoreError::NotCommitted);
         }
         match &mut self.inner {
-            Tx::Own(own) => Ok(&mut *own.conn),
-            Tx::Member(member) => member.conn(),
-        }
-    }
-
-    /// Pass a statement's outcome through, poisoning a SQLite member on any failure but a unique
-    /// key's (which SQLite undoes by the statement alone, leaving the transaction as it was).
-    fn note<T>(&mut self, done: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        if let Err(e) = &done {
-            if !is_unique(e) && matches!(self.inner, Tx::Member(_)) {
-                self.poisoned = true;
+            Tx::Own(own) => Ok(stmt
+                .to_sqlx()
+                .execute(&mut *own.conn)
+                .await?
+                .rows_affected()),
+            Tx::Member(member) => {
+                let done = member.exec(&stmt);
+                if matches!(&done, Err(e) if !e.is_unique()) {
+                    self.poisoned = true;
+                }
+                done
             }
         }
-        done
-    }
-
-    /// Run one statement of the transaction (see [`WriteTx::note`]).
-    async fn exec<'q>(
-        &mut self,
-        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
-        let done = query.execute(self.conn()?).await;
-        Ok(self.note(done)?)
     }
 
     /// Record the answer to a request id. [`StoreError::Duplicate`] if the id was seen: the
@@ -841,13 +858,13 @@ impl WriteTx {
         body: &str,
     ) -> Result<(), StoreError> {
         self.exec(
-            sqlx::query(
+            Stmt::new(
                 "INSERT INTO requests (request_id, status, body, at_ms) VALUES ($1, $2, $3, $4)",
             )
-            .bind(request_id)
-            .bind(i64::from(status))
-            .bind(body)
-            .bind(now_ms()),
+            .text(request_id)
+            .int(i64::from(status))
+            .text(body)
+            .int(now_ms()),
         )
         .await
         .map_err(duplicate)?;
@@ -858,9 +875,9 @@ impl WriteTx {
     pub async fn record_inbox(&mut self, message_id: &str) -> Result<bool, StoreError> {
         match self
             .exec(
-                sqlx::query("INSERT INTO inbox (message_id, at_ms) VALUES ($1, $2)")
-                    .bind(message_id)
-                    .bind(now_ms()),
+                Stmt::new("INSERT INTO inbox (message_id, at_ms) VALUES ($1, $2)")
+                    .text(message_id)
+                    .int(now_ms()),
             )
             .await
         {
@@ -872,28 +889,28 @@ impl WriteTx {
 
     /// [`StoreError::Duplicate`] when the source bundle id (or another unique key) is taken.
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "INSERT INTO referrals (id, task_id, source_bundle_id, message_bundle_id, correlation_id,
                 practice_ods, scheme_id, scheme_endpoint, nhs_number, sr_status, task_status,
                 service_request, task, version, created_ms, updated_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
-        .bind(&r.id)
-        .bind(&r.task_id)
-        .bind(&r.source_bundle_id)
-        .bind(&r.message_bundle_id)
-        .bind(&r.correlation_id)
-        .bind(&r.practice_ods)
-        .bind(&r.scheme_id)
-        .bind(&r.scheme_endpoint)
-        .bind(&r.nhs_number)
-        .bind(&r.sr_status)
-        .bind(&r.task_status)
-        .bind(r.service_request.to_string())
-        .bind(r.task.to_string())
-        .bind(r.version)
-        .bind(r.created_ms)
-        .bind(r.updated_ms);
+        .text(&r.id)
+        .text(&r.task_id)
+        .text(&r.source_bundle_id)
+        .text(&r.message_bundle_id)
+        .text(&r.correlation_id)
+        .text(&r.practice_ods)
+        .text(&r.scheme_id)
+        .text(&r.scheme_endpoint)
+        .text(&r.nhs_number)
+        .text(&r.sr_status)
+        .text(&r.task_status)
+        .text(r.service_request.to_string())
+        .text(r.task.to_string())
+        .int(r.version)
+        .int(r.created_ms)
+        .int(r.updated_ms);
         self.exec(query).await.map_err(duplicate)?;
         Ok(())
     }
@@ -905,20 +922,20 @@ impl WriteTx {
         r: &ReferralRow,
         expected_version: i64,
     ) -> Result<bool, StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "UPDATE referrals SET sr_status = $1, task_status = $2, service_request = $3, task = $4,
                 version = $5, updated_ms = $6 WHERE id = $7 AND version = $8",
         )
-        .bind(&r.sr_status)
-        .bind(&r.task_status)
-        .bind(r.service_request.to_string())
-        .bind(r.task.to_string())
-        .bind(r.version)
-        .bind(r.updated_ms)
-        .bind(&r.id)
-        .bind(expected_version);
+        .text(&r.sr_status)
+        .text(&r.task_status)
+        .text(r.service_request.to_string())
+        .text(r.task.to_string())
+        .int(r.version)
+        .int(r.updated_ms)
+        .text(&r.id)
+        .int(expected_version);
         let done = self.exec(query).await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     pub async fn add_step(
@@ -955,12 +972,12 @@ impl WriteTx {
              FROM (VALUES {}) AS v",
             rows.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(referral_id).bind(now_ms());
+        let mut query = Stmt::new(&sql).text(referral_id).int(now_ms());
         for (step, detail) in steps {
             query = query
-                .bind(uuid::Uuid::new_v4().to_string())
-                .bind(*step)
-                .bind(*detail);
+                .text(uuid::Uuid::new_v4().to_string())
+                .text(*step)
+                .text(*detail);
         }
         self.exec(query).await?;
         Ok(())
@@ -968,17 +985,17 @@ impl WriteTx {
 
     pub async fn add_outbox(&mut self, row: &OutboxRow) -> Result<(), StoreError> {
         // One statement: the sequence number is taken inside the insert.
-        let query = sqlx::query(
+        let query = Stmt::new(
             "INSERT INTO outbox (id, seq, exchange, routing_key, referral_id, label, envelope, created_ms)
              VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox), $2, $3, $4, $5, $6, $7)",
         )
-        .bind(&row.id)
-        .bind(&row.exchange)
-        .bind(&row.routing_key)
-        .bind(&row.referral_id)
-        .bind(&row.label)
-        .bind(&row.envelope)
-        .bind(now_ms());
+        .text(&row.id)
+        .text(&row.exchange)
+        .text(&row.routing_key)
+        .text(&row.referral_id)
+        .text(&row.label)
+        .text(&row.envelope)
+        .int(now_ms());
         self.exec(query).await?;
         Ok(())
     }
@@ -990,32 +1007,32 @@ impl WriteTx {
         id: &str,
         set_aside: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "UPDATE outbox SET sent_ms = $1, set_aside = $2 WHERE id = $3 AND sent_ms IS NULL",
         )
-        .bind(now_ms())
-        .bind(set_aside)
-        .bind(id);
+        .int(now_ms())
+        .opt_text(set_aside)
+        .text(id);
         let done = self.exec(query).await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Keep a parked message. `false` if this report was recorded before.
     pub async fn insert_parked(&mut self, row: &ParkedRow) -> Result<bool, StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "INSERT INTO parked (id, message_id, referral_id, target, origin_queue, label, reason,
                 attempts, parked_ms, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&row.id)
-        .bind(&row.message_id)
-        .bind(&row.referral_id)
-        .bind(&row.target)
-        .bind(&row.origin_queue)
-        .bind(&row.label)
-        .bind(&row.reason)
-        .bind(row.attempts)
-        .bind(row.parked_ms)
-        .bind(&row.envelope);
+        .text(&row.id)
+        .text(&row.message_id)
+        .text(&row.referral_id)
+        .text(&row.target)
+        .text(&row.origin_queue)
+        .text(&row.label)
+        .text(&row.reason)
+        .int(row.attempts)
+        .int(row.parked_ms)
+        .text(&row.envelope);
         match self.exec(query).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_unique() => Ok(false),
@@ -1033,13 +1050,13 @@ impl WriteTx {
         code: &str,
         action: &str,
     ) -> Result<(), StoreError> {
-        let query = sqlx::query("INSERT INTO record_events (id, nhs_number, practice_ods, code, action, at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id)
-            .bind(nhs_number)
-            .bind(practice_ods)
-            .bind(code)
-            .bind(action)
-            .bind(now_ms());
+        let query = Stmt::new("INSERT INTO record_events (id, nhs_number, practice_ods, code, action, at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .text(id)
+            .text(nhs_number)
+            .text(practice_ods)
+            .text(code)
+            .text(action)
+            .int(now_ms());
         self.exec(query).await.map_err(duplicate)?;
         Ok(())
     }
@@ -1048,37 +1065,37 @@ impl WriteTx {
     pub async fn mark_replayed(&mut self, id: &str) -> Result<bool, StoreError> {
         let done = self
             .exec(
-                sqlx::query(
+                Stmt::new(
                     "UPDATE parked SET replayed_ms = $1 WHERE id = $2 AND replayed_ms IS NULL",
                 )
-                .bind(now_ms())
-                .bind(id),
+                .int(now_ms())
+                .text(id),
             )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// A letter handed to MESH as message `reference`. Sent again (a replay), it waits afresh.
     pub async fn letter_sent(&mut self, ack: &LetterAck) -> Result<(), StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "INSERT INTO letter_acks (message_id, reference, referral_id, sent_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (message_id) DO UPDATE SET reference = $2, sent_ms = $4, settled_ms = NULL, alerted_ms = NULL",
         )
-        .bind(&ack.message_id)
-        .bind(&ack.reference)
-        .bind(&ack.referral_id)
-        .bind(ack.sent_ms);
+        .text(&ack.message_id)
+        .text(&ack.reference)
+        .text(&ack.referral_id)
+        .int(ack.sent_ms);
         self.exec(query).await?;
         Ok(())
     }
 
     /// The letter's wait is over (its business acknowledgement, or a refusal).
     pub async fn letter_settled(&mut self, message_id: &str) -> Result<(), StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "UPDATE letter_acks SET settled_ms = $1 WHERE message_id = $2 AND settled_ms IS NULL",
         )
-        .bind(now_ms())
-        .bind(message_id);
+        .int(now_ms())
+        .text(message_id);
         self.exec(query).await?;
         Ok(())
     }
@@ -1086,13 +1103,13 @@ impl WriteTx {
     /// Mark a missing acknowledgement as raised. `false` if it was settled or raised already
     /// (by another replica).
     pub async fn letter_alerted(&mut self, message_id: &str) -> Result<bool, StoreError> {
-        let query = sqlx::query(
+        let query = Stmt::new(
             "UPDATE letter_acks SET alerted_ms = $1 WHERE message_id = $2 AND alerted_ms IS NULL AND settled_ms IS NULL",
         )
-        .bind(now_ms())
-        .bind(message_id);
+        .int(now_ms())
+        .text(message_id);
         let done = self.exec(query).await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     pub async fn add_document(
@@ -1102,12 +1119,12 @@ impl WriteTx {
         kind: &str,
         content: &Value,
     ) -> Result<(), StoreError> {
-        let query = sqlx::query("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(referral_id)
-            .bind(kind)
-            .bind(content.to_string())
-            .bind(now_ms());
+        let query = Stmt::new("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
+            .text(id)
+            .text(referral_id)
+            .text(kind)
+            .text(content.to_string())
+            .int(now_ms());
         self.exec(query).await?;
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! - a narrative has its `status` and `div`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use jsonschema::{Draft, Registry, Validator};
 use serde_json::{json, Value};
@@ -29,8 +30,33 @@ use crate::LoadError;
 const SCHEMA_URI: &str = "http://hl7.org/fhir/json-schema/4.0";
 
 pub struct Base {
-    validators: HashMap<String, Validator>,
+    registry: Registry<'static>,
+    /// Every R4 resource type, with its validator once compiled.
+    validators: HashMap<String, OnceLock<Result<Validator, String>>>,
 }
+
+/// The resource types in Signpost's own messages (referral, scheme response, cancellation,
+/// outcome letter, record event), compiled at load.
+const EAGER: &[&str] = &[
+    "Bundle",
+    "MessageHeader",
+    "ServiceRequest",
+    "Task",
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "HealthcareService",
+    "Condition",
+    "Observation",
+    "QuestionnaireResponse",
+    "Consent",
+    "Composition",
+    "DocumentReference",
+    "Binary",
+    "OperationOutcome",
+    "Parameters",
+];
 
 /// R4 elements with `min = 1` that are primitives (or a choice), so the JSON Schema does not
 /// require them. Each entry: resource type, then its required elements (`a|b` means one of).
@@ -132,27 +158,42 @@ impl Base {
             .add(SCHEMA_URI, schema)
             .and_then(|b| b.prepare())
             .map_err(|e| err(&e))?;
-        let build = |ty: &String| -> Result<(String, Validator), LoadError> {
+        let base = Base {
+            registry,
+            validators: types.into_iter().map(|t| (t, OnceLock::new())).collect(),
+        };
+        // The types of Signpost's own messages are compiled now, so that neither the first
+        // referral nor the first reply waits for them; any other type on its first use.
+        let (left, right) = EAGER.split_at(EAGER.len() / 2);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| left.iter().try_for_each(|t| base.validator(t).map(drop)));
+            let b = right.iter().try_for_each(|t| base.validator(t).map(drop));
+            h.join()
+                .map_err(|_| err(&"a schema-compiling thread panicked"))?
+                .and(b)
+        })?;
+        Ok(base)
+    }
+
+    /// The compiled validator for resource type `ty` (compiled on first use), or `None` if R4
+    /// has no such type.
+    fn validator(&self, ty: &str) -> Result<Option<&Validator>, LoadError> {
+        let Some(cell) = self.validators.get(ty) else {
+            return Ok(None);
+        };
+        cell.get_or_init(|| {
             let root = json!({"$ref": format!("{SCHEMA_URI}#/definitions/{ty}")});
-            let v = jsonschema::options()
+            jsonschema::options()
                 .with_draft(Draft::Draft6)
-                .with_registry(&registry)
+                .with_registry(&self.registry)
                 .with_format("fhir-date", real_calendar_date)
                 .should_validate_formats(true)
                 .build(&root)
-                .map_err(|e| LoadError::Schema(ty.clone(), e.to_string()))?;
-            Ok((ty.clone(), v))
-        };
-        // Two threads halve start-up on a 2-core machine.
-        let (left, right) = types.split_at(types.len() / 2);
-        let (a, b) = std::thread::scope(|s| {
-            let h = s.spawn(|| left.iter().map(build).collect::<Result<Vec<_>, _>>());
-            let b = right.iter().map(build).collect::<Result<Vec<_>, _>>();
-            (h.join(), b)
-        });
-        let a = a.map_err(|_| err(&"a schema-compiling thread panicked"))??;
-        let validators = a.into_iter().chain(b?).collect();
-        Ok(Base { validators })
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map(Some)
+        .map_err(|e| LoadError::Schema(ty.to_owned(), e.clone()))
     }
 
     /// Every base R4 problem in `resource` and the resources nested in it.
@@ -175,16 +216,24 @@ impl Base {
             ));
             return;
         };
-        let Some(validator) = self.validators.get(ty) else {
-            issues.push(Issue::structure(
-                "structure",
-                child(expr, "resourceType"),
-                format!(
-                    "'{}' is not an R4 resource type",
-                    ty.chars().take(64).collect::<String>()
-                ),
-            ));
-            return;
+        let validator = match self.validator(ty) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                issues.push(Issue::structure(
+                    "structure",
+                    child(expr, "resourceType"),
+                    format!(
+                        "'{}' is not an R4 resource type",
+                        ty.chars().take(64).collect::<String>()
+                    ),
+                ));
+                return;
+            }
+            // Not seen: a unit test compiles every type's schema.
+            Err(e) => {
+                issues.push(Issue::structure("exception", expr, e.to_string()));
+                return;
+            }
         };
         for e in validator.iter_errors(resource) {
             let (code, diagnostics) = describe(&e);
@@ -553,5 +602,25 @@ mod tests {
         assert!(real_calendar_date("2021-04"));
         assert!(!real_calendar_date("1900-02-29"));
         assert!(real_calendar_date("2000-02-29"));
+    }
+
+    #[test]
+    fn every_r4_resource_type_compiles_and_the_eager_ones_are_compiled_at_load() {
+        let base = Base::load().unwrap();
+        for ty in EAGER {
+            assert!(
+                base.validators[*ty].get().is_some(),
+                "{ty} compiled at load"
+            );
+        }
+        assert!(
+            base.validators["Medication"].get().is_none(),
+            "others wait for their first use"
+        );
+        assert_eq!(base.validators.len(), 146);
+        for ty in base.validators.keys() {
+            assert!(matches!(base.validator(ty), Ok(Some(_))), "{ty}");
+        }
+        assert!(matches!(base.validator("Nonsense"), Ok(None)));
     }
 }

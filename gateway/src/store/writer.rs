@@ -11,6 +11,13 @@
 //! committed at once. Nothing is answered `Ok` before its batch's `COMMIT` returned, so "durable
 //! before acknowledged" holds per member.
 //!
+//! The writer connection is rusqlite's, not sqlx's: a member's statements run synchronously on
+//! the task that holds the writer (inside an open batch they never wait for the disk), where
+//! each statement through sqlx was two hops between threads, and the hops, not SQLite, set how
+//! many members a second could pass through the one writer. Only `BEGIN IMMEDIATE` (which may
+//! wait for another process) and `COMMIT` (the fsync) go to a blocking thread. Reads stay on
+//! sqlx's pool.
+//!
 //! A member that fails or is dropped rolls back to its savepoint, and the others in the batch
 //! are untouched. When the batch itself is lost (SQLite rolls a transaction back by itself on a
 //! full disk or an I/O error, a `COMMIT` fails, or a statement that begins or ends a transaction
@@ -20,11 +27,15 @@
 //! in a state this module did not see through: that is what left the ledger "database is
 //! locked" for good when sqlx's own transaction bookkeeping went out of step with SQLite's.
 
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::{AnyConnection, Connection, Executor};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
+use super::stmt::Stmt;
 use super::StoreError;
 
 /// The SQLite writer: one connection, taken by one member (or the settle task) at a time.
@@ -32,16 +43,17 @@ use super::StoreError;
 pub(super) struct Writer(Arc<Mutex<State>>);
 
 pub(super) struct State {
-    url: String,
-    /// `None` after the connection was given up; the next member opens a new one.
-    conn: Option<AnyConnection>,
+    path: PathBuf,
+    /// `None` after the connection was given up (or while a blocking statement has it); the
+    /// next member opens a new one.
+    conn: Option<Connection>,
     /// The batch transaction is open: `BEGIN IMMEDIATE` done, `COMMIT` not yet.
     in_batch: bool,
     /// A member's savepoint is open: while the member holds the writer, or after it was dropped
     /// without committing (then whoever takes the writer next rolls the savepoint back first).
     savepoint: bool,
-    /// A statement that begins or ends a transaction or a savepoint did not run to its end (its
-    /// future was dropped): what the connection has open is unknown, so it is not used again.
+    /// A statement that begins or ends the batch did not run to its end (its future was
+    /// dropped): what the connection has open is unknown, so it is not used again.
     unsure: bool,
     /// Members whose savepoints were released into the open batch, waiting for its end: `true`
     /// once it committed, `false` (or the sender dropped) if it did not.
@@ -51,22 +63,36 @@ pub(super) struct State {
 }
 
 /// Open a writer connection: WAL, durable at commit, and a wait (rather than an error) while
-/// another process holds the write lock.
-async fn open(url: &str) -> Result<AnyConnection, sqlx::Error> {
-    let mut conn = AnyConnection::connect(url).await?;
-    conn.execute(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000",
-    )
-    .await?;
+/// another process holds the write lock. Blocking.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Every statement the ledger writes stays prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 impl Writer {
     /// Open the writer connection on `url` (an `sqlite:` URL the pool also uses).
     pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = open(url).await?;
+        let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .get_filename()
+            .to_owned();
+        let conn = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open(&path))
+                .await
+                .map_err(|_| StoreError::NotCommitted)??
+        };
         Ok(Writer(Arc::new(Mutex::new(State {
-            url: url.to_owned(),
+            path,
             conn: Some(conn),
             in_batch: false,
             savepoint: false,
@@ -87,45 +113,63 @@ impl Writer {
             state: Some(guard),
         };
         let s = member.state()?;
-        s.recover().await;
-        if s.conn.is_none() {
-            s.conn = Some(open(&s.url).await?);
-        }
+        s.recover();
         if !s.in_batch {
             // Take the write lock now: a deferred transaction that upgrades later can fail with
-            // SQLITE_BUSY half-way.
-            s.control("BEGIN IMMEDIATE").await?;
+            // SQLITE_BUSY half-way. Off the async threads: it may wait for another process.
+            s.blocking("BEGIN IMMEDIATE").await?;
             s.in_batch = true;
         }
-        s.control("SAVEPOINT w").await?;
+        s.control("SAVEPOINT w")?;
         s.savepoint = true;
         Ok(member)
     }
 }
 
 impl State {
-    /// Run a statement that begins or ends a transaction or a savepoint. If its future is
-    /// dropped before it returns, [`State::unsure`] stays set and the connection is given up.
-    async fn control(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(sqlx::Error::PoolClosed);
-        };
+    /// Run a statement that cannot wait (a savepoint's) on the writer connection, here.
+    fn control(&mut self, sql: &str) -> Result<(), StoreError> {
+        let conn = self.conn.as_mut().ok_or(StoreError::NotCommitted)?;
+        conn.execute_batch(sql)?;
+        Ok(())
+    }
+
+    /// Run a statement that begins or ends the batch (and may wait for the disk or another
+    /// process) on a blocking thread, opening the connection first if there is none. If the
+    /// future is dropped before it returns, the connection stays with the blocking thread
+    /// (closed, so rolled back, when it ends) and [`State::unsure`] stays set.
+    async fn blocking(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        let conn = self.conn.take();
+        let path = self.path.clone();
         self.unsure = true;
-        let done = conn.execute(sql).await;
+        let (conn, done) = tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(c) => c,
+                None => match open(&path) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let done = conn.execute_batch(sql);
+            (Some(conn), done)
+        })
+        .await
+        .map_err(|_| StoreError::NotCommitted)?;
+        self.conn = conn;
         self.unsure = false;
-        done.map(drop)
+        done.map_err(StoreError::from)
     }
 
     /// Make the connection fit for the next member or for the batch's end: roll back a
     /// savepoint its member left open, or give the connection up if its state is unknown or the
     /// rollback fails (then SQLite has rolled the whole batch back by itself).
-    async fn recover(&mut self) {
+    fn recover(&mut self) {
         if self.unsure {
             self.reset("a statement beginning or ending a transaction was interrupted");
             return;
         }
         if self.savepoint {
-            match self.control("ROLLBACK TO w; RELEASE w").await {
+            match self.control("ROLLBACK TO w; RELEASE w") {
                 Ok(()) => self.savepoint = false,
                 Err(e) => self.reset(&format!("rolling back a savepoint failed: {e}")),
             }
@@ -172,7 +216,7 @@ impl State {
 async fn settle(writer: Arc<Mutex<State>>) {
     let mut s = writer.lock().await;
     s.settle_pending = false;
-    s.recover().await;
+    s.recover();
     if !s.in_batch {
         // Nothing open (a reset answered everyone already).
         return;
@@ -183,7 +227,7 @@ async fn settle(writer: Arc<Mutex<State>>) {
     } else {
         "COMMIT"
     };
-    match s.control(end).await {
+    match s.blocking(end).await {
         Ok(()) => {
             s.in_batch = false;
             if waiters.len() > 1 {
@@ -215,16 +259,22 @@ impl Member {
         self.state.as_deref_mut().ok_or(StoreError::NotCommitted)
     }
 
-    /// The writer connection, for the member's statements.
-    pub(super) fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
-        self.state()?.conn.as_mut().ok_or(StoreError::NotCommitted)
+    /// Run one of the member's statements, here and now (the writer is this member's, and
+    /// inside the open batch a statement does not wait for the disk); the rows it changed.
+    pub(super) fn exec(&mut self, stmt: &Stmt<'_>) -> Result<u64, StoreError> {
+        let conn = self
+            .state()?
+            .conn
+            .as_ref()
+            .ok_or(StoreError::NotCommitted)?;
+        Ok(stmt.run_sqlite(conn)? as u64)
     }
 
     /// Release the savepoint into the batch, let go of the writer, and wait for the batch's
     /// `COMMIT`. `Ok` only once it returned.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         let s = self.state.as_deref_mut().ok_or(StoreError::NotCommitted)?;
-        if let Err(e) = s.control("RELEASE w").await {
+        if let Err(e) = s.control("RELEASE w") {
             // The savepoint went with the batch: SQLite rolled the transaction back itself.
             s.reset(&format!("releasing a savepoint failed: {e}"));
             return Err(StoreError::NotCommitted);
@@ -242,9 +292,9 @@ impl Member {
     }
 
     /// Roll back the member's savepoint now (rather than when the writer is next taken).
-    pub(super) async fn rollback(mut self) {
+    pub(super) fn rollback(mut self) {
         if let Ok(s) = self.state() {
-            s.recover().await;
+            s.recover();
         }
     }
 }
@@ -262,47 +312,42 @@ impl Drop for Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Row;
 
     /// A writer on a fresh ledger file with one table, `t (x TEXT)`.
-    async fn writer() -> (Writer, String, std::path::PathBuf) {
-        sqlx::any::install_default_drivers();
+    async fn writer() -> (Writer, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("signpost-writer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/ledger.db?mode=rwc", dir.display());
         let writer = Writer::connect(&url).await.unwrap();
         let mut m = writer.begin().await.unwrap();
-        m.conn()
-            .unwrap()
-            .execute("CREATE TABLE t (x TEXT PRIMARY KEY)")
-            .await
+        m.exec(&Stmt::new("CREATE TABLE t (x TEXT PRIMARY KEY)"))
             .unwrap();
         m.commit().await.unwrap();
-        (writer, url, dir)
+        (writer, dir)
     }
 
-    async fn insert(m: &mut Member, x: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO t (x) VALUES ($1)")
-            .bind(x)
-            .execute(m.conn().unwrap())
-            .await
+    async fn insert(m: &mut Member, x: &str) -> Result<(), StoreError> {
+        m.exec(&Stmt::new("INSERT INTO t (x) VALUES ($1)").text(x))
             .map(drop)
     }
 
+    /// Another connection to the same file.
+    fn other(dir: &Path) -> Connection {
+        Connection::open(dir.join("ledger.db")).unwrap()
+    }
+
     /// What another connection finds on disk, in order.
-    async fn on_disk(url: &str) -> Vec<String> {
-        let mut other = AnyConnection::connect(url).await.unwrap();
-        let rows = sqlx::query("SELECT x FROM t ORDER BY x")
-            .fetch_all(&mut other)
-            .await
-            .unwrap();
-        rows.iter().map(|r| r.get(0)).collect()
+    async fn on_disk(dir: &Path) -> Vec<String> {
+        let other = other(dir);
+        let mut st = other.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        let rows = st.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
     }
 
     #[tokio::test]
     async fn concurrent_members_commit_together_and_a_failed_or_dropped_one_takes_none_with_it() {
-        let (writer, url, dir) = writer().await;
+        let (writer, dir) = writer().await;
         let mut tasks = Vec::new();
         for i in 0..30 {
             let writer = writer.clone();
@@ -334,12 +379,10 @@ mod tests {
                 committed.push(format!("{i:02}"));
             }
         }
-        assert_eq!(on_disk(&url).await, committed);
+        assert_eq!(on_disk(&dir).await, committed);
         // The batch ended: another process may write.
-        let mut other = AnyConnection::connect(&url).await.unwrap();
-        other
-            .execute("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
-            .await
+        other(&dir)
+            .execute_batch("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
             .expect("no write lock is held idle");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -347,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_that_sqlite_rolled_back_by_itself_is_answered_not_committed_and_the_writer_recovers(
     ) {
-        let (writer, url, dir) = writer().await;
+        let (writer, dir) = writer().await;
         let mut a = writer.begin().await.unwrap();
         insert(&mut a, "a").await.unwrap();
         // b takes the writer next, before the batch's settle task.
@@ -356,7 +399,7 @@ mod tests {
             async move {
                 let mut b = writer.begin().await.unwrap();
                 // As SQLite does by itself on a full disk or an I/O error.
-                b.conn().unwrap().execute("ROLLBACK").await.unwrap();
+                b.exec(&Stmt::new("ROLLBACK")).unwrap();
                 drop(b);
             }
         });
@@ -364,42 +407,34 @@ mod tests {
         let a = tokio::spawn(a.commit());
         b.await.unwrap();
         assert!(matches!(a.await.unwrap(), Err(StoreError::NotCommitted)));
-        assert!(on_disk(&url).await.is_empty(), "nothing of the lost batch");
+        assert!(on_disk(&dir).await.is_empty(), "nothing of the lost batch");
 
         let mut c = writer.begin().await.unwrap();
         insert(&mut c, "c").await.unwrap();
         c.commit().await.unwrap();
-        assert_eq!(on_disk(&url).await, ["c"]);
+        assert_eq!(on_disk(&dir).await, ["c"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn a_failed_commit_fails_every_member_of_the_batch_and_the_writer_recovers() {
-        let (writer, url, dir) = writer().await;
+        let (writer, dir) = writer().await;
         // A deferred foreign key is checked at COMMIT, which then fails.
         let mut m = writer.begin().await.unwrap();
-        m.conn()
-            .unwrap()
-            .execute("CREATE TABLE child (p TEXT REFERENCES t (x) DEFERRABLE INITIALLY DEFERRED)")
-            .await
-            .unwrap();
+        m.exec(&Stmt::new(
+            "CREATE TABLE child (p TEXT REFERENCES t (x) DEFERRABLE INITIALLY DEFERRED)",
+        ))
+        .unwrap();
         m.commit().await.unwrap();
 
         let mut a = writer.begin().await.unwrap();
-        a.conn()
-            .unwrap()
-            .execute("PRAGMA foreign_keys = ON")
-            .await
-            .unwrap();
+        a.exec(&Stmt::new("PRAGMA foreign_keys = ON")).unwrap();
         insert(&mut a, "a").await.unwrap();
         let b = tokio::spawn({
             let writer = writer.clone();
             async move {
                 let mut b = writer.begin().await.unwrap();
-                b.conn()
-                    .unwrap()
-                    .execute("INSERT INTO child (p) VALUES ('nowhere')")
-                    .await
+                b.exec(&Stmt::new("INSERT INTO child (p) VALUES ('nowhere')"))
                     .unwrap();
                 b.commit().await
             }
@@ -408,31 +443,31 @@ mod tests {
         let a = tokio::spawn(a.commit());
         assert!(matches!(b.await.unwrap(), Err(StoreError::NotCommitted)));
         assert!(matches!(a.await.unwrap(), Err(StoreError::NotCommitted)));
-        assert!(on_disk(&url).await.is_empty());
+        assert!(on_disk(&dir).await.is_empty());
 
         let mut c = writer.begin().await.unwrap();
         insert(&mut c, "c").await.unwrap();
         c.commit().await.unwrap();
-        assert_eq!(on_disk(&url).await, ["c"]);
+        assert_eq!(on_disk(&dir).await, ["c"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn an_interrupted_begin_leaves_no_transaction_behind() {
-        let (writer, url, dir) = writer().await;
+        let (writer, dir) = writer().await;
         // Another process holds the write lock; a member waiting for it is given up.
-        let mut other = AnyConnection::connect(&url).await.unwrap();
-        other.execute("BEGIN IMMEDIATE").await.unwrap();
+        let other = other(&dir);
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let waited =
             tokio::time::timeout(std::time::Duration::from_millis(200), writer.begin()).await;
         assert!(waited.is_err(), "the member waits for the lock");
-        other.execute("ROLLBACK").await.unwrap();
+        other.execute_batch("ROLLBACK").unwrap();
         drop(other);
 
         let mut c = writer.begin().await.unwrap();
         insert(&mut c, "c").await.unwrap();
         c.commit().await.unwrap();
-        assert_eq!(on_disk(&url).await, ["c"]);
+        assert_eq!(on_disk(&dir).await, ["c"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
