@@ -71,12 +71,58 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The WAL is copied back into the database by the checkpointer (see [`checkpoints`]), not
+    // by whichever COMMIT crosses the threshold while the writer waits; this one steps in only
+    // if the checkpointer falls far behind.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_PAGES)?;
     // Every statement the ledger writes stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// How long the writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The WAL size (4 KiB pages) at which a COMMIT checkpoints by itself (SQLite's default is
+/// 1,000): only reached if the checkpointer falls behind.
+const WAL_FALLBACK_PAGES: i64 = 16_000;
+
+/// Copy the WAL back into the database every `every`, on a connection of its own and a blocking
+/// thread: a passive checkpoint waits for no one, and the writer goes on appending meanwhile.
+/// Ends when the ledger's file can no longer be opened or the runtime stops.
+async fn checkpoints(path: PathBuf, every: Duration) {
+    let mut conn = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let file = path.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let c = match conn {
+                Some(c) => c,
+                None => Connection::open_with_flags(
+                    &file,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?,
+            };
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok::<_, rusqlite::Error>(c)
+        })
+        .await;
+        conn = match done {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e)) => {
+                tracing::debug!("ledger: checkpoint: {e}");
+                if !path.exists() {
+                    return;
+                }
+                None
+            }
+            Err(_) => return,
+        };
+    }
 }
 
 impl Writer {
@@ -91,6 +137,7 @@ impl Writer {
                 .await
                 .map_err(|_| StoreError::NotCommitted)??
         };
+        tokio::spawn(checkpoints(path.clone(), CHECKPOINT_EVERY));
         Ok(Writer(Arc::new(Mutex::new(State {
             path,
             conn: Some(conn),
@@ -116,8 +163,11 @@ impl Writer {
         s.recover();
         if !s.in_batch {
             // Take the write lock now: a deferred transaction that upgrades later can fail with
-            // SQLITE_BUSY half-way. Off the async threads: it may wait for another process.
-            s.blocking("BEGIN IMMEDIATE").await?;
+            // SQLITE_BUSY half-way. Here if the lock is free; if another process holds it, the
+            // wait is on a blocking thread.
+            if !s.begin_at_once() {
+                s.blocking("BEGIN IMMEDIATE").await?;
+            }
             s.in_batch = true;
         }
         s.control("SAVEPOINT w")?;
@@ -132,6 +182,27 @@ impl State {
         let conn = self.conn.as_mut().ok_or(StoreError::NotCommitted)?;
         conn.execute_batch(sql)?;
         Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE` here and now if the write lock is free; `false` (nothing begun) if
+    /// there is no connection or another process holds the lock.
+    fn begin_at_once(&mut self) -> bool {
+        let Some(conn) = self.conn.as_ref() else {
+            return false;
+        };
+        let begun = conn.busy_timeout(Duration::ZERO).is_ok()
+            && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        // Waits for the lock elsewhere (COMMIT's checkpoint, the next begin) stay patient; a
+        // connection that refuses is given up and the blocking path opens a new one.
+        if conn.busy_timeout(BUSY_TIMEOUT).is_err() {
+            if begun {
+                self.reset("the writer connection refused its busy timeout");
+            } else {
+                self.conn = None;
+            }
+            return false;
+        }
+        begun
     }
 
     /// Run a statement that begins or ends the batch (and may wait for the disk or another
@@ -449,6 +520,28 @@ mod tests {
         insert(&mut c, "c").await.unwrap();
         c.commit().await.unwrap();
         assert_eq!(on_disk(&dir).await, ["c"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn committed_pages_reach_the_database_file_without_a_commit_checkpointing_them() {
+        let (writer, dir) = writer().await;
+        let db = dir.join("ledger.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        let mut m = writer.begin().await.unwrap();
+        insert(&mut m, &"x".repeat(2 << 20)).await.unwrap();
+        m.commit().await.unwrap();
+        // A 2 MiB row is far below the WAL size at which a COMMIT checkpoints by itself: only
+        // the checkpointer moves it from the WAL into the database file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&db).unwrap().len() < before + (2 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(on_disk(&dir).await.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
