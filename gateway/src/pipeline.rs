@@ -23,7 +23,7 @@ use crate::message::{self, Event, Message};
 use crate::metrics::Metrics;
 use crate::record_event;
 use crate::referral::{self, NewIds, ReferralInput};
-use crate::store::{now_ms, OutboxRow, ReferralRow, Store, StoreError, WriteTx};
+use crate::store::{now_ms, OutboxRow, ReferralJson, ReferralRow, Store, StoreError, WriteTx};
 
 /// Who is asking, from the BaRS headers.
 #[derive(Debug, Clone)]
@@ -197,9 +197,17 @@ impl Gateway {
             updated_ms: ms,
         };
         let answer = built.message;
+        // Everything the transaction writes is made before it takes the writer.
+        let answer_text = answer.to_string();
+        let row_json = ReferralJson::of(&row);
+        let patient_text = patient.to_string();
+        let outbox = outbox_row(&envelope, REFERRALS_EXCHANGE, "referral");
+        let received = format!("Referral message received from practice {ods}");
+        let routed = format!("Routed to scheme {} ({})", scheme.name, scheme.id);
+        let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer).await?;
-        match tx.insert_referral(&row).await {
+        record_request(&mut tx, ids, 200, &answer_text).await?;
+        match tx.insert_referral(&row, &row_json).await {
             Err(StoreError::Duplicate) => {
                 return Err(ApiError::duplicate(
                     "A referral with this Bundle.id was already accepted",
@@ -208,9 +216,6 @@ impl Gateway {
             }
             other => other?,
         }
-        let received = format!("Referral message received from practice {ods}");
-        let routed = format!("Routed to scheme {} ({})", scheme.name, scheme.id);
-        let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
         tx.add_steps(
             &row.id,
             &[
@@ -226,11 +231,10 @@ impl Gateway {
             &format!("{}-patient", row.id),
             &row.id,
             PATIENT_DOCUMENT,
-            patient,
+            &patient_text,
         )
         .await?;
-        tx.add_outbox(&outbox_row(&envelope, REFERRALS_EXCHANGE, "referral"))
-            .await?;
+        tx.add_outbox(&outbox).await?;
         tx.commit().await?;
         crate::audit::note_entity(&row.id);
         self.metrics.referrals_accepted.inc();
@@ -281,8 +285,9 @@ impl Gateway {
             sr.get("reasonCode"),
             &bars_reason,
         );
+        let answer_text = c.message.to_string();
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &c.message).await?;
+        record_request(&mut tx, ids, 200, &answer_text).await?;
         self.write_cancellation(
             &mut tx,
             &before,
@@ -364,8 +369,9 @@ impl Gateway {
             .collect();
         let text = format!("Recorded: social prescribing declined; {} open referral(s) from practice {ods} cancelled", open.len());
         let answer = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": text}]});
+        let answer_text = answer.to_string();
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer).await?;
+        record_request(&mut tx, ids, 200, &answer_text).await?;
         match tx
             .insert_record_event(&msg.id, nhs, ods, code, "decline")
             .await
@@ -445,9 +451,10 @@ impl Gateway {
             message.clone(),
         );
         Cancellation {
+            after_json: ReferralJson::of(&after),
+            outbox: outbox_row(&envelope, REFERRALS_EXCHANGE, "cancellation"),
             after,
             message,
-            envelope,
         }
     }
 
@@ -458,14 +465,16 @@ impl Gateway {
         c: &Cancellation,
         why: &str,
     ) -> Result<(), ApiError> {
-        if !tx.update_referral(&c.after, before.version).await? {
+        if !tx
+            .update_referral(&c.after, &c.after_json, before.version)
+            .await?
+        {
             return Err(ApiError::unavailable(
                 "The referral changed while this request was processed; retry",
             ));
         }
         tx.add_step(&before.id, "cancelled", why).await?;
-        tx.add_outbox(&outbox_row(&c.envelope, REFERRALS_EXCHANGE, "cancellation"))
-            .await?;
+        tx.add_outbox(&c.outbox).await?;
         let queued = format!(
             "Cancellation queued for endpoint {}",
             before.scheme_endpoint
@@ -671,14 +680,23 @@ impl Gateway {
         }
 
         let answer = msg.bundle.clone();
+        let answer_text = answer.to_string();
+        let after_json = ReferralJson::of(&after);
+        let letter_texts = letter_doc
+            .as_ref()
+            .map(|(doc_id, original, doc)| (doc_id, original.to_string(), doc.to_string()));
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer).await?;
-        if after.version != before.version && !tx.update_referral(&after, before.version).await? {
+        record_request(&mut tx, ids, 200, &answer_text).await?;
+        if after.version != before.version
+            && !tx
+                .update_referral(&after, &after_json, before.version)
+                .await?
+        {
             return Err(ApiError::unavailable(
                 "The referral changed while this request was processed; retry",
             ));
         }
-        if let Some((doc_id, original, doc)) = &letter_doc {
+        if let Some((doc_id, original, doc)) = &letter_texts {
             tx.add_document(
                 &format!("{doc_id}-original"),
                 &before.id,
@@ -768,16 +786,14 @@ impl Gateway {
     }
 }
 
+/// Record the request's answer (`answer`, serialised before the transaction began).
 async fn record_request(
     tx: &mut WriteTx,
     ids: &RequestIds,
     status: u16,
-    answer: &Value,
+    answer: &str,
 ) -> Result<(), ApiError> {
-    match tx
-        .record_request(&ids.request_id, status, &answer.to_string())
-        .await
-    {
+    match tx.record_request(&ids.request_id, status, answer).await {
         Err(StoreError::Duplicate) => Err(duplicate_request()),
         other => Ok(other?),
     }
@@ -786,8 +802,9 @@ async fn record_request(
 /// A cancellation, built: the referral's new state, and the message and envelope for its scheme.
 struct Cancellation {
     after: ReferralRow,
+    after_json: ReferralJson,
     message: Value,
-    envelope: Envelope,
+    outbox: OutboxRow,
 }
 
 /// The parts of a new referral message the gateway reads, each checked.

@@ -305,6 +305,23 @@ pub struct LetterAck {
     pub sent_ms: i64,
 }
 
+/// A referral's two FHIR resources as the ledger stores them: serialised before the write
+/// transaction, so that the time the transaction holds the writer is the ledger's own.
+#[derive(Debug, Clone)]
+pub struct ReferralJson {
+    service_request: String,
+    task: String,
+}
+
+impl ReferralJson {
+    pub fn of(r: &ReferralRow) -> Self {
+        ReferralJson {
+            service_request: r.service_request.to_string(),
+            task: r.task.to_string(),
+        }
+    }
+}
+
 /// A referral as the ledger holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferralRow {
@@ -888,7 +905,11 @@ impl WriteTx {
     }
 
     /// [`StoreError::Duplicate`] when the source bundle id (or another unique key) is taken.
-    pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
+    pub async fn insert_referral(
+        &mut self,
+        r: &ReferralRow,
+        json: &ReferralJson,
+    ) -> Result<(), StoreError> {
         let query = Stmt::new(
             "INSERT INTO referrals (id, task_id, source_bundle_id, message_bundle_id, correlation_id,
                 practice_ods, scheme_id, scheme_endpoint, nhs_number, sr_status, task_status,
@@ -906,8 +927,8 @@ impl WriteTx {
         .text(&r.nhs_number)
         .text(&r.sr_status)
         .text(&r.task_status)
-        .text(r.service_request.to_string())
-        .text(r.task.to_string())
+        .text(&json.service_request)
+        .text(&json.task)
         .int(r.version)
         .int(r.created_ms)
         .int(r.updated_ms);
@@ -920,6 +941,7 @@ impl WriteTx {
     pub async fn update_referral(
         &mut self,
         r: &ReferralRow,
+        json: &ReferralJson,
         expected_version: i64,
     ) -> Result<bool, StoreError> {
         let query = Stmt::new(
@@ -928,8 +950,8 @@ impl WriteTx {
         )
         .text(&r.sr_status)
         .text(&r.task_status)
-        .text(r.service_request.to_string())
-        .text(r.task.to_string())
+        .text(&json.service_request)
+        .text(&json.task)
         .int(r.version)
         .int(r.updated_ms)
         .text(&r.id)
@@ -1117,13 +1139,13 @@ impl WriteTx {
         id: &str,
         referral_id: &str,
         kind: &str,
-        content: &Value,
+        content: &str,
     ) -> Result<(), StoreError> {
         let query = Stmt::new("INSERT INTO documents (id, referral_id, kind, content, created_ms) VALUES ($1, $2, $3, $4, $5)")
             .text(id)
             .text(referral_id)
             .text(kind)
-            .text(content.to_string())
+            .text(content)
             .int(now_ms());
         self.exec(query).await?;
         Ok(())

@@ -2,7 +2,7 @@
 //! database (created for the test and dropped after).
 
 use serde_json::json;
-use signpost_gateway::store::{OutboxRow, ReferralRow, Store, StoreError};
+use signpost_gateway::store::{OutboxRow, ReferralJson, ReferralRow, Store, StoreError};
 use sqlx::Executor;
 
 fn referral(id: &str, source_bundle: &str) -> ReferralRow {
@@ -96,16 +96,22 @@ async fn concurrent_writers(store: &Store) {
                 0 => {
                     // b1 is r1's source Bundle.
                     assert!(matches!(
-                        tx.insert_referral(&referral(&id, "b1")).await,
+                        {
+                            let r = referral(&id, "b1");
+                            tx.insert_referral(&r, &ReferralJson::of(&r)).await
+                        },
                         Err(StoreError::Duplicate)
                     ));
                     false
                 }
                 1 => false,
                 _ => {
-                    tx.insert_referral(&referral(&id, &format!("b-{id}")))
-                        .await
-                        .unwrap();
+                    tx.insert_referral(
+                        &referral(&id, &format!("b-{id}")),
+                        &ReferralJson::of(&referral(&id, &format!("b-{id}"))),
+                    )
+                    .await
+                    .unwrap();
                     tx.add_step(&id, "received", "in").await.unwrap();
                     tx.commit().await.unwrap();
                     true
@@ -133,7 +139,12 @@ async fn contract(store: Store) {
     // A referral, its request answer, a step and an outbox row commit together.
     let mut tx = store.begin().await.unwrap();
     tx.record_request("req-1", 200, "{}").await.unwrap();
-    tx.insert_referral(&referral("r1", "b1")).await.unwrap();
+    tx.insert_referral(
+        &referral("r1", "b1"),
+        &ReferralJson::of(&referral("r1", "b1")),
+    )
+    .await
+    .unwrap();
     tx.add_step("r1", "received", "in").await.unwrap();
     tx.add_step("r1", "queued", "out").await.unwrap();
     tx.add_outbox(&OutboxRow {
@@ -151,7 +162,12 @@ async fn contract(store: Store) {
     // Nothing from a rolled-back transaction remains.
     let mut tx = store.begin().await.unwrap();
     tx.record_request("req-2", 200, "{}").await.unwrap();
-    tx.insert_referral(&referral("r2", "b2")).await.unwrap();
+    tx.insert_referral(
+        &referral("r2", "b2"),
+        &ReferralJson::of(&referral("r2", "b2")),
+    )
+    .await
+    .unwrap();
     drop(tx);
     assert!(store.referral("r2").await.unwrap().is_none());
     assert!(store.request_answer("req-2").await.unwrap().is_none());
@@ -165,7 +181,11 @@ async fn contract(store: Store) {
     drop(tx);
     let mut tx = store.begin().await.unwrap();
     assert!(matches!(
-        tx.insert_referral(&referral("r3", "b1")).await,
+        tx.insert_referral(
+            &referral("r3", "b1"),
+            &ReferralJson::of(&referral("r3", "b1"))
+        )
+        .await,
         Err(StoreError::Duplicate)
     ));
     drop(tx);
@@ -238,8 +258,14 @@ async fn contract(store: Store) {
     changed.version = 2;
     changed.task_status = "accepted".into();
     let mut tx = store.begin().await.unwrap();
-    assert!(tx.update_referral(&changed, 1).await.unwrap());
-    assert!(!tx.update_referral(&changed, 1).await.unwrap());
+    assert!(tx
+        .update_referral(&changed, &ReferralJson::of(&changed), 1)
+        .await
+        .unwrap());
+    assert!(!tx
+        .update_referral(&changed, &ReferralJson::of(&changed), 1)
+        .await
+        .unwrap());
     tx.commit().await.unwrap();
     assert_eq!(
         store.referral("r1").await.unwrap().unwrap().task_status,
