@@ -55,16 +55,11 @@ fn otlp_endpoint() -> Option<String> {
 }
 
 /// Whether `url` may be used for the export: `https`, or `http` to a loopback address.
+/// (The same rule as for scheme endpoints in the directory.)
 fn allowed_endpoint(url: &str) -> bool {
     match url.parse::<http::Uri>() {
-        Ok(uri) => match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => matches!(
-                uri.host(),
-                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
-            ),
-            _ => false,
-        },
+        Ok(uri) if uri.scheme_str() == Some("https") => true,
+        Ok(_) => signpost_bus::directory::is_loopback(url),
         Err(_) => false,
     }
 }
