@@ -126,28 +126,12 @@ const REQUIRED_NESTED: &[(&str, &str, &[&str])] = &[
     ("QuestionnaireResponse", "item", &["linkId"]),
 ];
 
-/// Take out the schema's `description` annotations (text, with no effect on validation): three
-/// quarters of the R4 schema, which the registry would otherwise hold in memory for as long as
-/// the process runs. An element named `description` is a property, whose value is a schema
-/// (an object), and stays.
-fn drop_descriptions(v: &mut Value) {
-    match v {
-        Value::Object(o) => {
-            if o.get("description").is_some_and(Value::is_string) {
-                o.remove("description");
-            }
-            o.values_mut().for_each(drop_descriptions);
-        }
-        Value::Array(a) => a.iter_mut().for_each(drop_descriptions),
-        _ => {}
-    }
-}
-
 impl Base {
     pub fn load() -> Result<Self, LoadError> {
         let err = |e: &dyn std::fmt::Display| LoadError::Schema("R4 base".into(), e.to_string());
         let mut schema: Value =
-            serde_json::from_str(include_str!("../r4/fhir.schema.json")).map_err(|e| err(&e))?;
+            serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/fhir.schema.json")))
+                .map_err(|e| err(&e))?;
         let types: Vec<String> = schema
             .pointer("/discriminator/mapping")
             .and_then(Value::as_object)
@@ -163,7 +147,6 @@ impl Base {
             o.remove("discriminator");
         }
         patch_known_gaps(&mut schema);
-        drop_descriptions(&mut schema);
         for (def, format) in [
             ("date", "fhir-date"),
             ("dateTime", "fhir-date"),
@@ -640,26 +623,5 @@ mod tests {
             assert!(matches!(base.validator(ty), Ok(Some(_))), "{ty}");
         }
         assert!(matches!(base.validator("Nonsense"), Ok(None)));
-    }
-
-    #[test]
-    fn descriptions_go_and_elements_named_description_stay() {
-        let mut schema = json!({
-            "description": "A referral",
-            "properties": {
-                "description": {"description": "Text", "$ref": "#/definitions/string"},
-                "code": {"description": "Code", "enum": ["description"]}
-            }
-        });
-        drop_descriptions(&mut schema);
-        assert_eq!(
-            schema,
-            json!({
-                "properties": {
-                    "description": {"$ref": "#/definitions/string"},
-                    "code": {"enum": ["description"]}
-                }
-            })
-        );
     }
 }

@@ -14,6 +14,8 @@
 //! This crate says what is wrong and where. Whether that is a 400 or a 422 follows from the
 //! issue's class; answering HTTP is the gateway's job.
 
+#[cfg(test)]
+mod annotations;
 pub mod base;
 pub mod issue;
 pub mod path;
