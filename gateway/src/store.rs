@@ -458,6 +458,9 @@ impl Store {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = FULL").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    // Reads look up a few rows by key: 1 MiB of pages each (SQLite's default is
+                    // 2 MiB), the operating system's cache holds the rest.
+                    conn.execute("PRAGMA cache_size = -1024").await?;
                     Ok(())
                 })
             });
