@@ -60,24 +60,54 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// What a `$process-message` request does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    NewReferral,
+    Cancellation,
+    SchemeResponse,
+    RecordEvent,
+}
+
 fn duplicate_request() -> ApiError {
     ApiError::duplicate("A message with this X-Request-Id was already processed").at("X-Request-Id")
 }
 
 impl Gateway {
     /// Handle a `$process-message` body. `Ok` is the status and the body to answer with.
+    ///
+    /// A request id seen before is refused (409) whatever the body now says. A new referral
+    /// finds that out in its own transaction, where recording the request id fails, so the
+    /// ledger is read only when the request fails; every other kind of message is checked
+    /// first, as it may do work (render a letter, count it) before its transaction.
     pub async fn process_message(
         &self,
         caller: &Caller,
         ids: &RequestIds,
         body: &[u8],
     ) -> Result<(StatusCode, Value), ApiError> {
-        if self.store.request_answer(&ids.request_id).await?.is_some() {
-            return Err(duplicate_request());
+        match self.process(caller, ids, body).await {
+            Ok(answer) => {
+                self.outbox_ready.notify_one();
+                Ok(answer)
+            }
+            // A retry of a request that succeeded may fail now (a cancelled referral cannot be
+            // cancelled again): it is still a duplicate.
+            Err(e) => match self.store.request_answer(&ids.request_id).await {
+                Ok(Some(_)) => Err(duplicate_request()),
+                _ => Err(e),
+            },
         }
+    }
+
+    async fn process(
+        &self,
+        caller: &Caller,
+        ids: &RequestIds,
+        body: &[u8],
+    ) -> Result<(StatusCode, Value), ApiError> {
         let msg = message::parse(body)?;
-        self.check_profile(&msg)?;
-        let result = match msg.event {
+        let action = match msg.event {
             Event::Request => {
                 let sr = msg.focus().1;
                 if type_of(sr) != Some("ServiceRequest") {
@@ -87,18 +117,26 @@ impl Gateway {
                     .at("MessageHeader.focus"));
                 }
                 match str_at(sr, "/status") {
-                    Some("revoked" | "entered-in-error") => self.cancel(caller, ids, &msg).await,
-                    _ if msg.reason.as_deref().unwrap_or("new") == "new" => self.new_referral(caller, ids, &msg).await,
-                    _ => Err(ApiError::not_supported("Only new referrals and cancellations (ServiceRequest.status revoked or entered-in-error) are supported for servicerequest-request").at("MessageHeader.reason")),
+                    Some("revoked" | "entered-in-error") => Action::Cancellation,
+                    _ if msg.reason.as_deref().unwrap_or("new") == "new" => Action::NewReferral,
+                    _ => return Err(ApiError::not_supported("Only new referrals and cancellations (ServiceRequest.status revoked or entered-in-error) are supported for servicerequest-request").at("MessageHeader.reason")),
                 }
             }
-            Event::Response => self.scheme_response(caller, ids, &msg).await,
-            Event::RecordEvent => self.record_event(caller, ids, &msg).await,
+            Event::Response => Action::SchemeResponse,
+            Event::RecordEvent => Action::RecordEvent,
         };
-        if result.is_ok() {
-            self.outbox_ready.notify_one();
+        if action != Action::NewReferral
+            && self.store.request_answer(&ids.request_id).await?.is_some()
+        {
+            return Err(duplicate_request());
         }
-        result
+        self.check_profile(&msg)?;
+        match action {
+            Action::NewReferral => self.new_referral(caller, ids, &msg).await,
+            Action::Cancellation => self.cancel(caller, ids, &msg).await,
+            Action::SchemeResponse => self.scheme_response(caller, ids, &msg).await,
+            Action::RecordEvent => self.record_event(caller, ids, &msg).await,
+        }
     }
 
     /// The checks of the profile for this kind of message: `sp-referral-message` for a new
@@ -198,7 +236,7 @@ impl Gateway {
         };
         let answer = built.message;
         // Everything the transaction writes is made before it takes the writer.
-        let answer_text = answer.to_string();
+        let answered = answer_ref(&answer);
         let row_json = ReferralJson::of(&row);
         let patient_text = patient.to_string();
         let outbox = outbox_row(&envelope, REFERRALS_EXCHANGE, "referral");
@@ -206,7 +244,7 @@ impl Gateway {
         let routed = format!("Routed to scheme {} ({})", scheme.name, scheme.id);
         let queued = format!("Queued for delivery to endpoint {}", endpoint.id);
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer_text).await?;
+        record_request(&mut tx, ids, 200, &answered).await?;
         match tx.insert_referral(&row, &row_json).await {
             Err(StoreError::Duplicate) => {
                 return Err(ApiError::duplicate(
@@ -285,9 +323,9 @@ impl Gateway {
             sr.get("reasonCode"),
             &bars_reason,
         );
-        let answer_text = c.message.to_string();
+        let answered = answer_ref(&c.message);
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer_text).await?;
+        record_request(&mut tx, ids, 200, &answered).await?;
         self.write_cancellation(
             &mut tx,
             &before,
@@ -369,9 +407,9 @@ impl Gateway {
             .collect();
         let text = format!("Recorded: social prescribing declined; {} open referral(s) from practice {ods} cancelled", open.len());
         let answer = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": text}]});
-        let answer_text = answer.to_string();
+        let answered = answer_ref(&answer);
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer_text).await?;
+        record_request(&mut tx, ids, 200, &answered).await?;
         match tx
             .insert_record_event(&msg.id, nhs, ods, code, "decline")
             .await
@@ -680,13 +718,13 @@ impl Gateway {
         }
 
         let answer = msg.bundle.clone();
-        let answer_text = answer.to_string();
+        let answered = answer_ref(&answer);
         let after_json = ReferralJson::of(&after);
         let letter_texts = letter_doc
             .as_ref()
             .map(|(doc_id, original, doc)| (doc_id, original.to_string(), doc.to_string()));
         let mut tx = self.store.begin().await?;
-        record_request(&mut tx, ids, 200, &answer_text).await?;
+        record_request(&mut tx, ids, 200, &answered).await?;
         if after.version != before.version
             && !tx
                 .update_referral(&after, &after_json, before.version)
@@ -786,7 +824,19 @@ impl Gateway {
     }
 }
 
-/// Record the request's answer (`answer`, serialised before the transaction began).
+/// What a request was answered with, as the ledger keeps it: `Bundle/<id>`, or the resource type
+/// of an answer without an id. The answer itself is the referral's message (kept in the outbox)
+/// or a short OperationOutcome; a repeated request id is refused (409), not answered again, so
+/// the ledger does not keep it a second time.
+fn answer_ref(answer: &Value) -> String {
+    let ty = str_at(answer, "/resourceType").unwrap_or("unknown");
+    match str_at(answer, "/id") {
+        Some(id) => format!("{ty}/{id}"),
+        None => ty.to_owned(),
+    }
+}
+
+/// Record the request's answer (`answer`, see [`answer_ref`]).
 async fn record_request(
     tx: &mut WriteTx,
     ids: &RequestIds,

@@ -167,6 +167,8 @@ const SCHEMA: &[&str] = &[
         detail TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS timeline_by_referral ON timeline (referral_id, seq)",
+    // Each request id processed, and what it was answered with (`body`: `Bundle/<id>`, or the
+    // answer's resource type); a repeated id is refused, not answered again.
     "CREATE TABLE IF NOT EXISTS requests (
         request_id TEXT PRIMARY KEY,
         status BIGINT NOT NULL,

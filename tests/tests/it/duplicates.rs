@@ -33,6 +33,23 @@ async fn a_replayed_request_id_gets_409_duplicate_and_no_second_delivery() {
     );
     assert_eq!(again.header("x-request-id"), Some(rid.as_str()));
 
+    // A replay is refused as a duplicate even when its body no longer passes the checks (the
+    // new referral's transaction is not reached; the ledger is read on the way out).
+    let changed = c
+        .process_message(
+            &gw.fhir,
+            &rid,
+            &cid,
+            b"{\"resourceType\": \"Bundle\"}".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.status, 409, "{}", changed.body);
+    assert_eq!(
+        changed.outcome_codes(),
+        ("duplicate".to_owned(), "REC_CONFLICT".to_owned())
+    );
+
     // The same referral again under a new request id is a duplicate too (same Bundle.id).
     let resent = c
         .process_message(&gw.fhir, &new_id(), &cid, body)
