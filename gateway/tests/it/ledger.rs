@@ -135,7 +135,7 @@ async fn concurrent_writers(store: &Store) {
     }
 }
 
-async fn contract(store: Store) {
+async fn contract(store: Store, url: &str) {
     // A referral, its request answer, a step and an outbox row commit together.
     let mut tx = store.begin().await.unwrap();
     tx.record_request("req-1", 200, "{}").await.unwrap();
@@ -284,6 +284,35 @@ async fn contract(store: Store) {
     tx.commit().await.unwrap();
     assert_eq!(store.unsent_count().await.unwrap(), 0);
 
+    // A published row's envelope is emptied; one set aside keeps it.
+    let mut tx = store.begin().await.unwrap();
+    tx.add_outbox(&OutboxRow {
+        id: "m2".into(),
+        exchange: "x".into(),
+        routing_key: "k".into(),
+        referral_id: "r1".into(),
+        label: "letter".into(),
+        envelope: "{\"kept\":true}".into(),
+    })
+    .await
+    .unwrap();
+    assert!(tx.mark_sent("m2", Some("no route")).await.unwrap());
+    tx.commit().await.unwrap();
+    let other = sqlx::AnyPool::connect(url).await.unwrap();
+    let envelopes: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, envelope FROM outbox ORDER BY id")
+            .fetch_all(&other)
+            .await
+            .unwrap();
+    other.close().await;
+    assert_eq!(
+        envelopes,
+        vec![
+            ("m1".to_owned(), String::new()),
+            ("m2".to_owned(), "{\"kept\":true}".to_owned())
+        ]
+    );
+
     // Inbox: a bus message id is processed once.
     let mut tx = store.begin().await.unwrap();
     assert!(tx.record_inbox("e1").await.unwrap());
@@ -302,7 +331,7 @@ async fn the_ledger_keeps_its_contract_on_sqlite() {
     let url = format!("sqlite://{}/ledger.db", dir.display());
     let store = Store::connect(&url).await.unwrap();
     audit_is_append_only(&store, &url).await;
-    contract(store).await;
+    contract(store, &url).await;
     // Reopening finds the schema and the data.
     let again = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
         .await
@@ -330,7 +359,7 @@ async fn the_ledger_keeps_its_contract_on_postgresql() {
     };
     let store = Store::connect(&url).await.unwrap();
     audit_is_append_only(&store, &url).await;
-    contract(store.clone()).await;
+    contract(store.clone(), &url).await;
     drop(store);
     admin
         .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
