@@ -78,6 +78,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // by whichever COMMIT crosses the threshold while the writer waits; this one steps in only
     // if the checkpointer falls far behind.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_PAGES)?;
+    // Each member of a group runs in a savepoint, whose undo copy of every page it changes
+    // (the sub-journal) is kept in memory rather than in a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // A transaction's changed pages stay in memory until its COMMIT writes them once, instead of
+    // being written to the WAL early when the page cache fills (and again at COMMIT).
+    conn.pragma_update(None, "cache_spill", false)?;
     // Every statement the ledger writes stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
