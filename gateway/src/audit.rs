@@ -124,7 +124,7 @@ async fn keep(store: &Store, batch: &mut Vec<Record>) {
 
 fn row_of(r: Record) -> AuditRow {
     AuditRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::now_v7().to_string(),
         at_ms: r.at_ms,
         kind: r.kind.to_owned(),
         subtype: r.subtype,

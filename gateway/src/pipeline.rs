@@ -647,7 +647,7 @@ impl Gateway {
         let mut outbox = Vec::new();
         let mut letter_doc = None;
         if let Some(letter) = letter {
-            let doc_id = uuid::Uuid::new_v4().to_string();
+            let doc_id = uuid::Uuid::now_v7().to_string();
             let scheme = self.directory.scheme(&before.scheme_id);
             let scheme_org = scheme
                 .map(|s| s.organization.clone())

@@ -72,11 +72,15 @@ pub struct NewIds {
 }
 
 impl NewIds {
+    /// Time-ordered UUIDs (version 7), as for every key the gateway makes (timeline steps,
+    /// documents, outbox messages, audit records): a new key goes at the end of its index, on a
+    /// page the last commit touched, rather than on a random page of an ever larger index that
+    /// each commit would write in full.
     pub fn fresh() -> Self {
         NewIds {
-            referral: uuid::Uuid::new_v4().to_string(),
-            task: uuid::Uuid::new_v4().to_string(),
-            message_bundle: uuid::Uuid::new_v4().to_string(),
+            referral: uuid::Uuid::now_v7().to_string(),
+            task: uuid::Uuid::now_v7().to_string(),
+            message_bundle: uuid::Uuid::now_v7().to_string(),
         }
     }
 }

@@ -1002,7 +1002,7 @@ impl WriteTx {
         let mut query = Stmt::new(&sql).text(referral_id).int(now_ms());
         for (step, detail) in steps {
             query = query
-                .text(uuid::Uuid::new_v4().to_string())
+                .text(uuid::Uuid::now_v7().to_string())
                 .text(*step)
                 .text(*detail);
         }

@@ -149,7 +149,7 @@ impl Envelope {
     ) -> Self {
         Envelope {
             schema_version: SCHEMA_VERSION,
-            message_id: Uuid::new_v4(),
+            message_id: Uuid::now_v7(),
             correlation_id: correlation_id.into(),
             kind,
             referral_id: referral_id.into(),
