@@ -82,8 +82,9 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // (the sub-journal) is kept in memory rather than in a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // A transaction's changed pages stay in memory until its COMMIT writes them once, instead of
-    // being written to the WAL early when the page cache fills (and again at COMMIT).
-    conn.pragma_update(None, "cache_spill", false)?;
+    // being written to the WAL early when the 2 MiB page cache fills (and again at COMMIT); only
+    // a transaction that changes more than 16 MiB of pages spills.
+    conn.pragma_update(None, "cache_spill", 4096)?;
     // Every statement the ledger writes stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
