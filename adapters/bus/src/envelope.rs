@@ -135,7 +135,28 @@ pub enum EnvelopeError {
     Json(#[from] serde_json::Error),
     #[error("envelope schema version {0} is not supported (this build reads {SCHEMA_VERSION})")]
     Version(u32),
+    /// A field that goes into an AMQP short string (a property or a routing key) is longer than
+    /// the 255 bytes AMQP allows.
+    #[error("the envelope's {field} is {len} bytes; AMQP allows 255")]
+    TooLong { field: &'static str, len: usize },
 }
+
+/// Refuse what could not be published again: the correlation id becomes the AMQP
+/// `correlation_id` property and the target a routing key, both at most 255 bytes.
+fn check_lengths(correlation_id: &str, target: &str) -> Result<(), EnvelopeError> {
+    for (field, value) in [("correlation_id", correlation_id), ("target", target)] {
+        if value.len() > MAX_SHORT_STRING {
+            return Err(EnvelopeError::TooLong {
+                field,
+                len: value.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The longest AMQP short string, in bytes.
+const MAX_SHORT_STRING: usize = 255;
 
 impl Envelope {
     /// A new envelope with a fresh message id and trace context.
@@ -171,6 +192,7 @@ impl Envelope {
         if envelope.schema_version != SCHEMA_VERSION {
             return Err(EnvelopeError::Version(envelope.schema_version));
         }
+        check_lengths(&envelope.correlation_id, &envelope.target)?;
         Ok(envelope)
     }
 
@@ -210,6 +232,7 @@ impl Head {
         if head.schema_version != SCHEMA_VERSION {
             return Err(EnvelopeError::Version(head.schema_version));
         }
+        check_lengths(&head.correlation_id, &head.target)?;
         Ok(head)
     }
 
@@ -242,14 +265,19 @@ fn first_publish_properties(
         AMQPValue::LongLongInt(i64::from(schema_version)),
     );
     headers.insert(H_ATTEMPT.into(), AMQPValue::LongLongInt(0));
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from("application/json"))
         .with_message_id(ShortString::from(message_id.to_string()))
-        .with_correlation_id(ShortString::from(correlation_id))
         .with_type(ShortString::from(kind.as_str()))
         .with_app_id(ShortString::from("signpost"))
-        .with_headers(headers)
+        .with_headers(headers);
+    // `from_bytes` refuses a longer one; an envelope made in code goes without the property
+    // rather than panicking (the body still carries it).
+    match ShortString::try_new(correlation_id) {
+        Ok(c) => properties.with_correlation_id(c),
+        Err(_) => properties,
+    }
 }
 
 /// Read an integer header, whatever integer width the publisher used.
@@ -357,6 +385,43 @@ mod tests {
             Head::from_bytes(&e.to_bytes()),
             Err(EnvelopeError::Version(99))
         ));
+    }
+
+    #[test]
+    fn ids_too_long_for_amqp_are_refused_on_reading_and_never_panic() {
+        let long = "c".repeat(256);
+        for (correlation, target) in [(long.as_str(), "t"), ("c", long.as_str())] {
+            let e = Envelope::new(
+                Kind::DeliveryReport,
+                correlation,
+                "r",
+                target,
+                None,
+                serde_json::json!({}),
+            );
+            let bytes = e.to_bytes();
+            assert!(matches!(
+                Envelope::from_bytes(&bytes),
+                Err(EnvelopeError::TooLong { len: 256, .. })
+            ));
+            assert!(matches!(
+                Head::from_bytes(&bytes),
+                Err(EnvelopeError::TooLong { len: 256, .. })
+            ));
+            // Made in code, it still has properties, without the correlation id if too long.
+            let p = e.properties();
+            assert_eq!(p.correlation_id().is_some(), correlation.len() <= 255);
+        }
+        let longest = "c".repeat(255);
+        let e = Envelope::new(
+            Kind::DeliveryReport,
+            longest.as_str(),
+            "r",
+            "t",
+            None,
+            serde_json::json!({}),
+        );
+        assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! awaits the confirms, as a well-written client does.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 
 use crate::envelope::Envelope;
@@ -40,11 +41,18 @@ impl Publisher {
     }
 
     async fn send(&self, msg: &Outgoing<'_>) -> Result<PublisherConfirm, BusError> {
+        // AMQP names are at most 255 bytes: a longer one can be bound to no queue.
+        let unroutable = |_| BusError::Unroutable {
+            exchange: msg.exchange.to_owned(),
+            routing_key: msg.routing_key.to_owned(),
+        };
+        let exchange = ShortString::try_new(msg.exchange).map_err(unroutable)?;
+        let routing_key = ShortString::try_new(msg.routing_key).map_err(unroutable)?;
         Ok(self
             .channel
             .basic_publish(
-                msg.exchange.into(),
-                msg.routing_key.into(),
+                exchange,
+                routing_key,
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
@@ -98,6 +106,8 @@ impl Publisher {
         for msg in msgs {
             match self.send(msg).await {
                 Ok(confirm) => pending.push(Ok(confirm)),
+                // Refused before it was sent (a name too long for AMQP): the rest still go.
+                Err(e @ BusError::Unroutable { .. }) => pending.push(Err(e)),
                 Err(e) => {
                     pending.push(Err(e));
                     break;

@@ -1,5 +1,6 @@
 //! The outbox relay against a real broker: it publishes what is committed, and a row that no
-//! queue is bound for is set aside with a timeline step instead of holding up the rows behind it.
+//! queue is bound for (or whose routing key AMQP cannot carry) is set aside with a timeline step
+//! instead of holding up the rows behind it.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -46,6 +47,11 @@ async fn an_unroutable_outbox_row_is_set_aside_and_the_rows_behind_it_are_publis
     tx.add_outbox(&row("r-gone", "scheme-that-left"))
         .await
         .unwrap();
+    // A routing key longer than AMQP's 255 bytes is refused before it is sent, without
+    // stopping the batch.
+    let mut too_long = row("r-long", "scheme-a");
+    too_long.routing_key = "k".repeat(300);
+    tx.add_outbox(&too_long).await.unwrap();
     tx.add_outbox(&row("r-ok", "scheme-a")).await.unwrap();
     tx.commit().await.unwrap();
 
@@ -77,6 +83,14 @@ async fn an_unroutable_outbox_row_is_set_aside_and_the_rows_behind_it_are_publis
     );
     let steps: Vec<String> = store
         .timeline("r-gone")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.step)
+        .collect();
+    assert_eq!(steps, ["referral-unroutable"]);
+    let steps: Vec<String> = store
+        .timeline("r-long")
         .await
         .unwrap()
         .into_iter()
