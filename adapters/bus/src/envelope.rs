@@ -5,7 +5,7 @@
 //! `x-schema-version`, `x-attempt`, ...) so that a consumer in any language can route and
 //! de-duplicate without parsing the body. `adapters/bus/envelope.schema.json` is the contract.
 
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString, MAX_SHORT_STRING_LENGTH};
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -145,7 +145,7 @@ pub enum EnvelopeError {
 /// `correlation_id` property and the target a routing key, both at most 255 bytes.
 fn check_lengths(correlation_id: &str, target: &str) -> Result<(), EnvelopeError> {
     for (field, value) in [("correlation_id", correlation_id), ("target", target)] {
-        if value.len() > MAX_SHORT_STRING {
+        if value.len() > MAX_SHORT_STRING_LENGTH {
             return Err(EnvelopeError::TooLong {
                 field,
                 len: value.len(),
@@ -154,9 +154,6 @@ fn check_lengths(correlation_id: &str, target: &str) -> Result<(), EnvelopeError
     }
     Ok(())
 }
-
-/// The longest AMQP short string, in bytes.
-const MAX_SHORT_STRING: usize = 255;
 
 impl Envelope {
     /// A new envelope with a fresh message id and trace context.

@@ -81,22 +81,16 @@ async fn an_unroutable_outbox_row_is_set_aside_and_the_rows_behind_it_are_publis
         "the routable row is in its queue",
         vhost.queue_depth("sp.referrals.scheme-a") == Some(1)
     );
-    let steps: Vec<String> = store
-        .timeline("r-gone")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.step)
-        .collect();
-    assert_eq!(steps, ["referral-unroutable"]);
-    let steps: Vec<String> = store
-        .timeline("r-long")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.step)
-        .collect();
-    assert_eq!(steps, ["referral-unroutable"]);
+    for referral in ["r-gone", "r-long"] {
+        let steps: Vec<String> = store
+            .timeline(referral)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(steps, ["referral-unroutable"], "{referral}");
+    }
     assert!(store.timeline("r-ok").await.unwrap().is_empty());
     stop.cancel();
     relay.await.unwrap();
