@@ -228,12 +228,25 @@ fn echo_headers(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
         .collect()
 }
 
+fn json_bytes(body: &Value) -> Bytes {
+    // A `Value` always serialises.
+    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
 fn json_response(
     status: StatusCode,
     body: &Value,
     content_type: &'static str,
 ) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    bytes_response(status, json_bytes(body), content_type)
+}
+
+fn bytes_response(
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -306,12 +319,15 @@ where
             return error_response(&e);
         }
     }
+    if method == Method::POST && segments.as_slice() == ["$process-message"] {
+        // Answered with the message as the pipeline wrote it out.
+        return respond(process_message(&api, &caller, req).await);
+    }
     let answer: Answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["metadata"]) => Ok((
             StatusCode::OK,
             crate::capability::capability_statement(&fhir::instant(crate::store::now_ms())),
         )),
-        (&Method::POST, ["$process-message"]) => process_message(&api, &caller, req).await,
         (&Method::POST, ["$validate"]) => validate(&api, req, None, &query).await,
         (&Method::POST, [t, "$validate"]) => {
             let t = (*t).to_owned();
@@ -354,8 +370,13 @@ where
             "No such FHIR endpoint; see GET /fhir/metadata",
         )),
     };
+    respond(answer.map(|(status, body)| (status, json_bytes(&body))))
+}
+
+/// The response to a FHIR request: its answer, or the OperationOutcome of its error.
+fn respond(answer: Result<(StatusCode, Bytes), ApiError>) -> Response<Full<Bytes>> {
     match answer {
-        Ok((status, body)) => json_response(status, &body, FHIR_JSON),
+        Ok((status, body)) => bytes_response(status, body, FHIR_JSON),
         Err(e) => {
             if e.status.is_server_error() {
                 tracing::warn!(status = e.status.as_u16(), rec = e.rec, "request failed");
@@ -514,7 +535,11 @@ fn required_uuid_header(headers: &HeaderMap, name: &'static str) -> Result<Strin
     Ok(v.trim().to_owned())
 }
 
-async fn process_message<B>(api: &Api, caller: &Caller, req: Request<B>) -> Answer
+async fn process_message<B>(
+    api: &Api,
+    caller: &Caller,
+    req: Request<B>,
+) -> Result<crate::pipeline::Reply, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,

@@ -59,7 +59,7 @@ impl ReportRecorder {
                 envelope.kind
             ));
         }
-        let report: DeliveryReport = match serde_json::from_value(envelope.payload.clone()) {
+        let report: DeliveryReport = match envelope.payload_as() {
             Ok(r) => r,
             Err(e) => return Outcome::Park(format!("not a delivery report: {e}")),
         };

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Value};
 use signpost_bus::envelope::{now_rfc3339, Envelope, Kind};
@@ -73,6 +74,17 @@ fn duplicate_request() -> ApiError {
     ApiError::duplicate("A message with this X-Request-Id was already processed").at("X-Request-Id")
 }
 
+/// What a request is answered with: the status and the JSON text of the body.
+pub type Reply = (StatusCode, Bytes);
+
+fn reply((status, body): (StatusCode, Value)) -> Reply {
+    // A `Value` always serialises.
+    (
+        status,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
 impl Gateway {
     /// Handle a `$process-message` body. `Ok` is the status and the body to answer with.
     ///
@@ -85,7 +97,7 @@ impl Gateway {
         caller: &Caller,
         ids: &RequestIds,
         body: &[u8],
-    ) -> Result<(StatusCode, Value), ApiError> {
+    ) -> Result<Reply, ApiError> {
         match self.process(caller, ids, body).await {
             Ok(answer) => {
                 self.outbox_ready.notify_one();
@@ -105,7 +117,7 @@ impl Gateway {
         caller: &Caller,
         ids: &RequestIds,
         body: &[u8],
-    ) -> Result<(StatusCode, Value), ApiError> {
+    ) -> Result<Reply, ApiError> {
         let msg = message::parse(body)?;
         let action = match msg.event {
             Event::Request => {
@@ -133,8 +145,8 @@ impl Gateway {
         self.check_profile(&msg)?;
         match action {
             Action::NewReferral => self.new_referral(caller, ids, msg).await,
-            Action::Cancellation => self.cancel(caller, ids, &msg).await,
-            Action::SchemeResponse => self.scheme_response(caller, ids, &msg).await,
+            Action::Cancellation => self.cancel(caller, ids, &msg).await.map(reply),
+            Action::SchemeResponse => self.scheme_response(caller, ids, &msg).await.map(reply),
             Action::RecordEvent => self.record_event(caller, ids, &msg).await,
         }
     }
@@ -170,7 +182,7 @@ impl Gateway {
         caller: &Caller,
         ids: &RequestIds,
         msg: Message,
-    ) -> Result<(StatusCode, Value), ApiError> {
+    ) -> Result<Reply, ApiError> {
         let ReferralParts {
             service_request: (sr_url, sr),
             patient,
@@ -226,13 +238,16 @@ impl Gateway {
             created_ms: ms,
             updated_ms: ms,
         };
-        let answer = built.message;
-        // Everything the transaction writes is made before it takes the writer.
-        let answered = answer_ref(&answer);
+        // Everything the transaction writes is made before it takes the writer. The message is
+        // written out once, for the scheme's envelope and for the answer.
+        let answered = answer_ref(&built.message);
+        let answer =
+            serde_json::value::to_raw_value(&built.message).map_err(|e| ApiError::internal(&e))?;
+        drop(built.message);
         let row_json = ReferralJson::of(&row);
         let patient_text = patient.to_string();
         let outbox = outbox_row(
-            &Envelope::new(
+            &Envelope::with_payload(
                 Kind::ReferralMessage,
                 ids.correlation_id.clone(),
                 new_ids.referral.clone(),
@@ -284,7 +299,10 @@ impl Gateway {
         crate::audit::note_entity(&row.id);
         self.metrics.referrals_accepted.inc();
         tracing::info!(referral = %row.id, scheme = %scheme.id, "referral accepted");
-        Ok((StatusCode::OK, answer))
+        Ok((
+            StatusCode::OK,
+            Bytes::from(Box::<str>::from(answer).into_string()),
+        ))
     }
 
     async fn find_for_cancellation(&self, msg: &Message) -> Result<ReferralRow, ApiError> {
@@ -351,7 +369,7 @@ impl Gateway {
         caller: &Caller,
         ids: &RequestIds,
         msg: &Message,
-    ) -> Result<(StatusCode, Value), ApiError> {
+    ) -> Result<Reply, ApiError> {
         let entry = msg.focus().1;
         if !matches!(
             type_of(entry),
@@ -367,7 +385,9 @@ impl Gateway {
                 let referral = record_event::referral_message(msg);
                 self.new_referral(caller, ids, referral).await
             }
-            record_event::Action::Decline => self.declined(caller, ids, msg, &rule.code).await,
+            record_event::Action::Decline => {
+                self.declined(caller, ids, msg, &rule.code).await.map(reply)
+            }
         }
     }
 

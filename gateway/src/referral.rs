@@ -184,18 +184,15 @@ pub fn build_referral(input: &ReferralInput<'_>, ids: &NewIds) -> Built {
         },
         "focus": [{"reference": sr_url}],
     });
-    let mut entries = vec![json!({"fullUrl": urn(), "resource": header})];
+    // Entries are put together by moving values in: `json!` would write a copy of each.
+    let mut entries = vec![entry(Some(urn()), header)];
     for (full_url, resource) in fhir::Entries::of(input.message).iter().skip(1) {
         let resource = if std::ptr::eq(resource, input.service_request.1) {
             sr.clone()
         } else {
             resource.clone()
         };
-        let mut entry = json!({"resource": resource});
-        if let Some(u) = full_url {
-            entry["fullUrl"] = json!(u);
-        }
-        entries.push(entry);
+        entries.push(entry(full_url.map(str::to_owned), resource));
     }
     let mut scheme_org = input.scheme.organization.clone();
     scheme_org
@@ -207,17 +204,17 @@ pub fn build_referral(input: &ReferralInput<'_>, ids: &NewIds) -> Built {
         o.remove("endpoint");
         o.remove("extension");
     }
-    entries.push(json!({"fullUrl": task_url, "resource": task.clone()}));
-    entries.push(json!({"fullUrl": org_url, "resource": scheme_org}));
-    entries.push(json!({"fullUrl": hs_url, "resource": service}));
-    let message = json!({
+    entries.push(entry(Some(task_url), task.clone()));
+    entries.push(entry(Some(org_url), scheme_org));
+    entries.push(entry(Some(hs_url), service));
+    let mut message = json!({
         "resourceType": "Bundle",
         "id": ids.message_bundle,
         "meta": {"profile": [fhir::BARS_BUNDLE_PROFILE], "lastUpdated": input.now},
         "type": "message",
         "timestamp": input.now,
-        "entry": entries,
     });
+    message["entry"] = Value::Array(entries);
 
     // What the gateway serves: the same resources with references that mean something alone.
     let mut stored_sr = sr;
@@ -242,6 +239,16 @@ pub fn build_referral(input: &ReferralInput<'_>, ids: &NewIds) -> Built {
         service_request: stored_sr,
         task,
     }
+}
+
+/// A Bundle entry holding `resource`.
+fn entry(full_url: Option<String>, resource: Value) -> Value {
+    let mut entry = serde_json::Map::new();
+    if let Some(u) = full_url {
+        entry.insert("fullUrl".to_owned(), Value::String(u));
+    }
+    entry.insert("resource".to_owned(), resource);
+    Value::Object(entry)
 }
 
 /// `MessageHeader.destination.endpoint`: the scheme's `system|value` service id when it has

@@ -35,8 +35,11 @@ impl ReplyHandler {
                 "routing key {endpoint:?} is not a queue-pull endpoint"
             ));
         }
-        let about = envelope
-            .payload
+        let payload = match envelope.payload_as::<serde_json::Value>() {
+            Ok(p) => p,
+            Err(e) => return Outcome::Park(format!("the payload is not JSON: {e}")),
+        };
+        let about = payload
             .pointer("/entry/0/resource/response/identifier")
             .and_then(|v| v.as_str())
             .unwrap_or("");
@@ -54,7 +57,7 @@ impl ReplyHandler {
             correlation_id: envelope.correlation_id.clone(),
             traceparent: Some(envelope.traceparent.clone()),
         };
-        let body = serde_json::to_vec(&envelope.payload).unwrap_or_default();
+        let body = envelope.payload.get().as_bytes();
         // The broker vouched for the sender: the scheme(s) behind this queue-pull endpoint.
         let caller = Caller::Known(std::sync::Arc::new(Identity {
             id: format!("queue-pull:{endpoint}"),
@@ -68,7 +71,7 @@ impl ReplyHandler {
                     .collect(),
             },
         }));
-        match self.gateway.process_message(&caller, &ids, &body).await {
+        match self.gateway.process_message(&caller, &ids, body).await {
             Ok(_) => Outcome::Delivered(format!("response from {endpoint} recorded")),
             Err(e) if e.issue == "duplicate" => Outcome::Delivered("already recorded".to_owned()),
             Err(e) if e.status.is_server_error() => {

@@ -451,7 +451,7 @@ pub async fn publish_report(
         about.referral_id.clone(),
         about.target.clone(),
         Some(about.traceparent.clone()),
-        serde_json::to_value(report).unwrap_or_default(),
+        report,
     );
     envelope.message_id = report_id(about.message_id, report.outcome, report.attempt);
     publisher

@@ -8,6 +8,7 @@
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString, MAX_SHORT_STRING_LENGTH};
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// The version of the envelope layout. Consumers reject majors they do not know.
@@ -56,7 +57,7 @@ impl Kind {
 }
 
 /// One bus message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub schema_version: u32,
     /// Idempotency key: the same on every redelivery and retry of this message.
@@ -72,7 +73,26 @@ pub struct Envelope {
     pub created_at: String,
     /// W3C trace context (`00-<trace>-<span>-01`).
     pub traceparent: String,
-    pub payload: serde_json::Value,
+    /// The payload as it came, JSON text checked but not built: an adapter that forwards it
+    /// (a referral message to its scheme) sends these bytes, and one that reads it builds what
+    /// it needs with [`Envelope::payload_as`].
+    pub payload: Box<RawValue>,
+}
+
+/// Equal when every field is, the payload compared as text: an envelope read back from its own
+/// bytes equals the envelope.
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema_version == other.schema_version
+            && self.message_id == other.message_id
+            && self.correlation_id == other.correlation_id
+            && self.kind == other.kind
+            && self.referral_id == other.referral_id
+            && self.target == other.target
+            && self.created_at == other.created_at
+            && self.traceparent == other.traceparent
+            && self.payload.get() == other.payload.get()
+    }
 }
 
 /// Payload of a [`Kind::DeliveryReport`].
@@ -141,6 +161,12 @@ pub enum EnvelopeError {
     TooLong { field: &'static str, len: usize },
 }
 
+/// `payload` as JSON text. The payloads the bus carries (`Value`s, reports) always serialise; a
+/// type that did not would go as `null`, which every consumer refuses.
+fn raw(payload: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(payload).unwrap_or_default()
+}
+
 /// Refuse what could not be published again: the correlation id becomes the AMQP
 /// `correlation_id` property and the target a routing key, both at most 255 bytes.
 fn check_lengths(correlation_id: &str, target: &str) -> Result<(), EnvelopeError> {
@@ -163,7 +189,26 @@ impl Envelope {
         referral_id: impl Into<String>,
         target: impl Into<String>,
         traceparent: Option<String>,
-        payload: serde_json::Value,
+        payload: impl Serialize,
+    ) -> Self {
+        Self::with_payload(
+            kind,
+            correlation_id,
+            referral_id,
+            target,
+            traceparent,
+            raw(&payload),
+        )
+    }
+
+    /// [`Envelope::new`] with a payload already written as JSON text.
+    pub fn with_payload(
+        kind: Kind,
+        correlation_id: impl Into<String>,
+        referral_id: impl Into<String>,
+        target: impl Into<String>,
+        traceparent: Option<String>,
+        payload: Box<RawValue>,
     ) -> Self {
         Envelope {
             schema_version: SCHEMA_VERSION,
@@ -176,6 +221,11 @@ impl Envelope {
             traceparent: traceparent.unwrap_or_else(new_traceparent),
             payload,
         }
+    }
+
+    /// The payload read as `T` (a [`DeliveryReport`], or a `Value` to look into).
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -38,12 +38,18 @@ impl LetterFiling {
                 envelope.target
             ));
         };
-        if envelope
-            .payload
-            .get("resourceType")
-            .and_then(|v| v.as_str())
-            != Some("DocumentReference")
-        {
+        #[derive(serde::Deserialize)]
+        struct Typed<'a> {
+            #[serde(rename = "resourceType", borrow)]
+            resource_type: Option<&'a str>,
+        }
+        let typed = serde_json::from_str::<Typed<'_>>(envelope.payload.get());
+        if !matches!(
+            typed,
+            Ok(Typed {
+                resource_type: Some("DocumentReference")
+            })
+        ) {
             return Outcome::Park("the letter is not a DocumentReference".to_owned());
         }
         let url = http::join(&endpoint.address, "DocumentReference");
@@ -57,7 +63,7 @@ impl LetterFiling {
             ("x-correlation-id", envelope.correlation_id.clone()),
             ("traceparent", envelope.traceparent.clone()),
         ];
-        let body = serde_json::to_vec(&envelope.payload).unwrap_or_default();
+        let body = envelope.payload.get().as_bytes().to_vec();
         let result = self.http.post(&url, &headers, body).await;
         http::outcome(&format!("GP system endpoint {}", envelope.target), &result)
     }

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use signpost_bus::consume::HandlerFuture;
 use signpost_bus::directory::EndpointKind;
@@ -70,10 +72,11 @@ impl SchemeDelivery {
                 b64(&json!({"system": system, "value": value})),
             ));
         }
-        if let Some(org) = sender_organization(&envelope.payload) {
-            headers.push(("nhsd-end-user-organisation", b64(org)));
+        if let Some(org) = sender_organization(envelope.payload.get()) {
+            headers.push(("nhsd-end-user-organisation", b64(&org)));
         }
-        let body = serde_json::to_vec(&envelope.payload).unwrap_or_default();
+        // The message goes as the gateway made it, without being built and written again.
+        let body = envelope.payload.get().as_bytes().to_vec();
         let result = self.http.post(&url, &headers, body).await;
         http::outcome(&format!("scheme endpoint {}", envelope.target), &result)
     }
@@ -103,22 +106,49 @@ fn requesting_software() -> Value {
 }
 
 /// The Organization that `MessageHeader.sender` points at, for `NHSD-End-User-Organisation`.
-fn sender_organization(bundle: &Value) -> Option<&Value> {
-    let entries = bundle.get("entry")?.as_array()?;
-    let sender = entries
-        .first()?
-        .pointer("/resource/sender/reference")?
-        .as_str()?;
-    entries.iter().find_map(|e| {
-        let r = e.get("resource")?;
-        let full_url = e.get("fullUrl").and_then(Value::as_str);
+/// Only that resource is built: the rest of the message (the patient's record) is skipped
+/// over as text.
+fn sender_organization(bundle: &str) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Bundle<'a> {
+        #[serde(borrow)]
+        entry: Vec<Entry<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(rename = "fullUrl")]
+        full_url: Option<String>,
+        #[serde(borrow)]
+        resource: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Header {
+        sender: Option<Reference>,
+    }
+    #[derive(Deserialize)]
+    struct Reference {
+        reference: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Typed {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
+        id: Option<String>,
+    }
+    let entries = serde_json::from_str::<Bundle<'_>>(bundle).ok()?.entry;
+    let header: Header = serde_json::from_str(entries.first()?.resource?.get()).ok()?;
+    let sender = header.sender?.reference?;
+    let found = entries.iter().find_map(|e| {
+        let r = e.resource?;
+        let typed: Typed = serde_json::from_str(r.get()).ok()?;
         let typed = format!(
             "{}/{}",
-            r.get("resourceType")?.as_str()?,
-            r.get("id").and_then(Value::as_str).unwrap_or("")
+            typed.resource_type?,
+            typed.id.as_deref().unwrap_or("")
         );
-        (full_url == Some(sender) || typed == sender).then_some(r)
-    })
+        (e.full_url.as_deref() == Some(sender.as_str()) || typed == sender).then_some(r)
+    })?;
+    serde_json::from_str(found.get()).ok()
 }
 
 #[cfg(test)]
@@ -132,6 +162,11 @@ mod tests {
             {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Organization", "id": "x"}},
             {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Organization", "id": "o"}}
         ]});
-        assert_eq!(sender_organization(&bundle).unwrap()["id"], "o");
+        assert_eq!(
+            sender_organization(&bundle.to_string()).unwrap(),
+            json!({"resourceType": "Organization", "id": "o"})
+        );
+        assert_eq!(sender_organization("{\"entry\": []}"), None);
+        assert_eq!(sender_organization("[]"), None);
     }
 }

@@ -174,7 +174,11 @@ impl LetterFiling {
             control_id: envelope.message_id.simple().to_string(),
             at: time::OffsetDateTime::now_utc(),
         };
-        let message = match mdm::build(&envelope.payload, None, &header) {
+        let letter = match envelope.payload_as::<serde_json::Value>() {
+            Ok(l) => l,
+            Err(e) => return Outcome::Park(format!("the letter is not JSON: {e}")),
+        };
+        let message = match mdm::build(&letter, None, &header) {
             Ok(m) => m,
             Err(e) => {
                 return Outcome::Park(format!("the letter cannot be written as MDM^T02: {e}"))

@@ -66,7 +66,11 @@ impl LetterSending {
         let Some(mailbox) = mesh_mailbox(&endpoint.address) else {
             return Outcome::Park(format!("Endpoint/{} has no MESH mailbox", endpoint.id));
         };
-        let letter = match Letter::parse(&envelope.payload) {
+        let letter = match envelope
+            .payload_as::<serde_json::Value>()
+            .map_err(|e| format!("the payload is not JSON: {e}"))
+            .and_then(|doc| Letter::parse(&doc))
+        {
             Ok(l) => l,
             Err(why) => return Outcome::Park(format!("cannot send the letter over MESH: {why}")),
         };
@@ -245,7 +249,7 @@ pub fn report_envelope(mailbox: &str, mesh_id: &str, report: &InboxReport) -> En
         report.referral_id.clone(),
         String::new(),
         None,
-        serde_json::to_value(&payload).unwrap_or_default(),
+        &payload,
     );
     envelope.message_id = Uuid::new_v5(
         &Uuid::NAMESPACE_URL,
