@@ -111,7 +111,9 @@ impl Signpost {
         issues: &mut Vec<Issue>,
     ) {
         if let Some(v) = self.validators.get(p.id) {
-            for e in v.iter_errors(resource) {
+            // As in `base`: listing errors only for a resource that has some.
+            let errors = (!v.is_valid(resource)).then(|| v.iter_errors(resource));
+            for e in errors.into_iter().flatten() {
                 let (code, diagnostics) = describe(&e, p);
                 issues.push(Issue::profile(
                     code,
