@@ -229,8 +229,7 @@ fn echo_headers(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
 }
 
 fn json_bytes(body: &Value) -> Bytes {
-    // A `Value` always serialises.
-    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+    Bytes::from(fhir::json_text(body))
 }
 
 fn json_response(

@@ -78,6 +78,13 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// `v` as compact JSON text: what `to_string` gives, written straight into a buffer rather than
+/// through `Display`'s formatter.
+pub fn json_text(v: &Value) -> String {
+    // A `Value` always serialises.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 pub fn type_of(resource: &Value) -> Option<&str> {
     resource.get("resourceType").and_then(Value::as_str)
 }

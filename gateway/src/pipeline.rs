@@ -78,11 +78,7 @@ fn duplicate_request() -> ApiError {
 pub type Reply = (StatusCode, Bytes);
 
 fn reply((status, body): (StatusCode, Value)) -> Reply {
-    // A `Value` always serialises.
-    (
-        status,
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
+    (status, Bytes::from(fhir::json_text(&body)))
 }
 
 impl Gateway {
@@ -245,7 +241,7 @@ impl Gateway {
             serde_json::value::to_raw_value(&built.message).map_err(|e| ApiError::internal(&e))?;
         drop(built.message);
         let row_json = ReferralJson::of(&row);
-        let patient_text = patient.to_string();
+        let patient_text = fhir::json_text(patient);
         let outbox = outbox_row(
             &Envelope::with_payload(
                 Kind::ReferralMessage,

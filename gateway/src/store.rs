@@ -318,8 +318,8 @@ pub struct ReferralJson {
 impl ReferralJson {
     pub fn of(r: &ReferralRow) -> Self {
         ReferralJson {
-            service_request: r.service_request.to_string(),
-            task: r.task.to_string(),
+            service_request: crate::fhir::json_text(&r.service_request),
+            task: crate::fhir::json_text(&r.task),
         }
     }
 }
