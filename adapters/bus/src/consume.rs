@@ -24,6 +24,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Connection;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -131,7 +132,9 @@ pub fn jittered(delay: Duration, unit: f64) -> Duration {
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumeSettings {
-    /// Deliveries in flight per queue.
+    /// Deliveries the handler works on at once per queue (requests in flight to the far end).
+    /// The broker sends up to [`BUFFER_FACTOR`] times as many, so that a delivery waiting for
+    /// its report's confirm and its ack does not hold up the next request.
     pub prefetch: u16,
     /// Retry delays, by attempt; the last one repeats.
     pub retry_delays: Vec<Duration>,
@@ -151,6 +154,9 @@ impl Default for ConsumeSettings {
         }
     }
 }
+
+/// The AMQP prefetch count is this many times [`ConsumeSettings::prefetch`].
+pub const BUFFER_FACTOR: u16 = 4;
 
 /// 1 s, 5 s, 30 s, 2 min, 10 min, then hourly.
 pub fn default_retry_delays() -> Vec<Duration> {
@@ -177,8 +183,12 @@ pub async fn consume_queue(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let channel = conn.create_channel().await?;
+    let in_handler = Arc::new(Semaphore::new(usize::from(settings.prefetch.max(1))));
     channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .basic_qos(
+            settings.prefetch.max(1).saturating_mul(BUFFER_FACTOR),
+            BasicQosOptions::default(),
+        )
         .await?;
     let publisher = Publisher::open(conn).await?;
     let tag = format!("signpost-{}", Uuid::new_v4().simple());
@@ -212,6 +222,7 @@ pub async fn consume_queue(
                         handler: handler.clone(),
                         settings: settings.clone(),
                         publisher: publisher.clone(),
+                        in_handler: in_handler.clone(),
                     };
                     tasks.spawn(async move { ctx.process(delivery).await });
                 }
@@ -237,6 +248,8 @@ struct Ctx {
     handler: Arc<dyn Handler>,
     settings: Arc<ConsumeSettings>,
     publisher: Publisher,
+    /// Permits for [`ConsumeSettings::prefetch`] handler calls at once.
+    in_handler: Arc<Semaphore>,
 }
 
 impl Ctx {
@@ -276,11 +289,15 @@ impl Ctx {
             signpost.outcome = tracing::field::Empty,
         );
         crate::trace::continue_trace(&span, &envelope.traceparent);
+        // Held for the handler's work only: reporting and acking go on without it. The
+        // semaphore is never closed.
+        let permit = self.in_handler.acquire().await.ok();
         let outcome = self
             .handler
             .handle(&envelope, &meta)
             .instrument(span.clone())
             .await;
+        drop(permit);
         span.record("signpost.outcome", outcome.name());
         drop(span);
         match outcome {
