@@ -38,18 +38,14 @@ impl LetterFiling {
                 envelope.target
             ));
         };
+        // Only the type is read; the letter goes as it came.
         #[derive(serde::Deserialize)]
-        struct Typed<'a> {
-            #[serde(rename = "resourceType", borrow)]
-            resource_type: Option<&'a str>,
+        struct Typed {
+            #[serde(rename = "resourceType")]
+            resource_type: Option<String>,
         }
-        let typed = serde_json::from_str::<Typed<'_>>(envelope.payload.get());
-        if !matches!(
-            typed,
-            Ok(Typed {
-                resource_type: Some("DocumentReference")
-            })
-        ) {
+        let typed = serde_json::from_str::<Typed>(envelope.payload.get());
+        if typed.ok().and_then(|t| t.resource_type).as_deref() != Some("DocumentReference") {
             return Outcome::Park("the letter is not a DocumentReference".to_owned());
         }
         let url = http::join(&endpoint.address, "DocumentReference");

@@ -9,6 +9,7 @@ mod hl7v2;
 mod amqps;
 mod bad_input;
 mod budget;
+mod consume;
 mod crash_recovery;
 mod delivery;
 mod duplicates;
