@@ -76,8 +76,8 @@ impl ReportRecorder {
             } else {
                 (envelope.referral_id.clone(), report.about.to_string())
             };
-            let label = self
-                .store
+            let mut tx = self.store.begin().await?;
+            let label = tx
                 .outbox_label(&about)
                 .await?
                 .unwrap_or_else(|| match report.about_kind {
@@ -88,7 +88,6 @@ impl ReportRecorder {
                 .step
                 .clone()
                 .unwrap_or_else(|| step_for(&label, report.outcome));
-            let mut tx = self.store.begin().await?;
             let fresh = tx.record_inbox(&envelope.message_id.to_string()).await?;
             if fresh {
                 let detail = match report.outcome {

@@ -777,14 +777,6 @@ impl Store {
             .collect()
     }
 
-    /// The label of an outbox message (`referral`, `cancellation`, `letter`).
-    pub async fn outbox_label(&self, message_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT label FROM outbox WHERE id = $1")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
 }
 
 const REFERRAL_SELECT: &str =
@@ -869,6 +861,33 @@ impl WriteTx {
                 done
             }
         }
+    }
+
+    /// Run one query of the transaction: the text in the first column of its first row. A
+    /// failure poisons the transaction as a failed statement does.
+    async fn text(&mut self, stmt: Stmt<'_>) -> Result<Option<String>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::NotCommitted);
+        }
+        let done = match &mut self.inner {
+            Tx::Own(own) => match stmt.to_sqlx().fetch_optional(&mut *own.conn).await {
+                Ok(row) => row.map(|r| r.try_get(0)).transpose().map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
+            Tx::Member(member) => member.text(&stmt),
+        };
+        if done.is_err() {
+            self.poisoned = true;
+        }
+        done
+    }
+
+    /// The label of an outbox message (`referral`, `cancellation`, `letter`), read inside the
+    /// transaction: on SQLite that is on the writer, without a hop to a reading connection's
+    /// thread.
+    pub async fn outbox_label(&mut self, message_id: &str) -> Result<Option<String>, StoreError> {
+        self.text(Stmt::new("SELECT label FROM outbox WHERE id = $1").text(message_id))
+            .await
     }
 
     /// Record the answer to a request id. [`StoreError::Duplicate`] if the id was seen: the

@@ -63,6 +63,23 @@ impl<'a> Stmt<'a> {
     /// in the connection's cache, so the SQL is parsed once per connection.
     pub fn run_sqlite(&self, conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
         let mut st = conn.prepare_cached(&self.sql)?;
+        self.bind(&mut st)?;
+        st.raw_execute()
+    }
+
+    /// Run a query on a SQLite connection: the first column of its first row, as text (`None`
+    /// when there is no row or the value is NULL).
+    pub fn text_sqlite(&self, conn: &rusqlite::Connection) -> rusqlite::Result<Option<String>> {
+        let mut st = conn.prepare_cached(&self.sql)?;
+        self.bind(&mut st)?;
+        let mut rows = st.raw_query();
+        match rows.next()? {
+            Some(row) => row.get(0),
+            None => Ok(None),
+        }
+    }
+
+    fn bind(&self, st: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()> {
         if st.parameter_count() != self.args.len() {
             return Err(rusqlite::Error::InvalidParameterCount(
                 self.args.len(),
@@ -80,7 +97,7 @@ impl<'a> Stmt<'a> {
                 Arg::NullText => st.raw_bind_parameter(at, rusqlite::types::Null)?,
             }
         }
-        st.raw_execute()
+        Ok(())
     }
 
     /// The statement as an sqlx query (PostgreSQL).
@@ -129,5 +146,23 @@ mod tests {
             .int(1)
             .run_sqlite(&conn)
             .is_err());
+    }
+
+    #[test]
+    fn a_text_query_answers_the_first_column_of_the_first_row_or_none() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (k TEXT, v TEXT); INSERT INTO t VALUES ('a', 'one'), ('b', NULL)",
+        )
+        .unwrap();
+        let get = |k: &str| {
+            Stmt::new("SELECT v FROM t WHERE k = $1")
+                .text(k.to_owned())
+                .text_sqlite(&conn)
+                .unwrap()
+        };
+        assert_eq!(get("a").as_deref(), Some("one"));
+        assert_eq!(get("b"), None);
+        assert_eq!(get("c"), None);
     }
 }

@@ -340,12 +340,16 @@ impl Member {
     /// Run one of the member's statements, here and now (the writer is this member's, and
     /// inside the open batch a statement does not wait for the disk); the rows it changed.
     pub(super) fn exec(&mut self, stmt: &Stmt<'_>) -> Result<u64, StoreError> {
-        let conn = self
-            .state()?
-            .conn
-            .as_ref()
-            .ok_or(StoreError::NotCommitted)?;
-        Ok(stmt.run_sqlite(conn)? as u64)
+        Ok(stmt.run_sqlite(self.conn()?)? as u64)
+    }
+
+    /// Run one of the member's queries, here and now: the text its first row starts with.
+    pub(super) fn text(&mut self, stmt: &Stmt<'_>) -> Result<Option<String>, StoreError> {
+        Ok(stmt.text_sqlite(self.conn()?)?)
+    }
+
+    fn conn(&mut self) -> Result<&Connection, StoreError> {
+        self.state()?.conn.as_ref().ok_or(StoreError::NotCommitted)
     }
 
     /// Release the savepoint into the batch, let go of the writer, and wait for the batch's

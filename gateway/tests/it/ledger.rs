@@ -274,11 +274,14 @@ async fn contract(store: Store, url: &str) {
 
     // Outbox: unsent until marked; marking twice is a no-op.
     assert_eq!(store.unsent(10).await.unwrap().len(), 1);
+    // The label is read inside the transaction, which goes on after the read (a missing row
+    // is `None`, not a failure).
+    let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        store.outbox_label("m1").await.unwrap().as_deref(),
+        tx.outbox_label("m1").await.unwrap().as_deref(),
         Some("referral")
     );
-    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.outbox_label("no-such-message").await.unwrap(), None);
     assert!(tx.mark_sent("m1", None).await.unwrap());
     assert!(!tx.mark_sent("m1", Some("late")).await.unwrap());
     tx.commit().await.unwrap();
