@@ -236,7 +236,7 @@ impl Gateway {
         };
         // Everything the transaction writes is made before it takes the writer. The message is
         // written out once, for the scheme's envelope and for the answer.
-        let answered = answer_ref(&built.message);
+        let answered = built.message.reference();
         let answer =
             serde_json::value::to_raw_value(&built.message).map_err(|e| ApiError::internal(&e))?;
         drop(built.message);

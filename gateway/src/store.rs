@@ -776,7 +776,6 @@ impl Store {
             })
             .collect()
     }
-
 }
 
 const REFERRAL_SELECT: &str =
