@@ -179,6 +179,8 @@ pub struct Baseline {
     pub per_s: f64,
     pub messages: u64,
     pub elapsed: Duration,
+    /// Messages published in the warm-up before the measured run.
+    pub warmup_messages: u64,
 }
 
 /// Publishes `body` (persistent, mandatory, with `properties`) into a fresh quorum queue as fast
@@ -218,21 +220,23 @@ pub async fn baseline(
             )
             .await
             .map_err(amqp)?;
-        publish_for(&channel, body, properties, warmup).await?;
+        let (warmup_messages, _) = publish_for(&channel, body, properties, warmup).await?;
         let measured = publish_for(&channel, body, properties, duration).await?;
         channel
             .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
             .await
             .map_err(amqp)?;
-        Ok::<_, String>(measured)
+        Ok::<_, String>((measured, warmup_messages))
     }
     .await;
     let _ = conn.close(200, "bye".into()).await;
-    let (messages, elapsed) = result.map_err(|e| format!("broker baseline: {e}"))?;
+    let ((messages, elapsed), warmup_messages) =
+        result.map_err(|e| format!("broker baseline: {e}"))?;
     Ok(Baseline {
         per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
         messages,
         elapsed,
+        warmup_messages,
     })
 }
 

@@ -440,6 +440,16 @@ async fn bench(args: &Args) -> Result<Value, String> {
     let delivered = headline.delivered_per_s();
     let hyper = hyper_row.out.answered_per_s();
     let open_key = |name: &str| format!("{name}_at_{:.0}_per_s", plan.open_rate);
+    // What RabbitMQ's part of a referral costs (two confirmed publishes into quorum queues, two
+    // deliveries and acknowledgements) against one baseline message (a confirmed publish), and
+    // the rate that alone would allow if the broker had every CPU to itself. The baseline's CPU
+    // covers its warm-up too, so it is shared over the warm-up's messages as well.
+    let broker_ms_per_message = broker_cpu.broker_seconds * 1000.0
+        / (broker.messages + broker.warmup_messages).max(1) as f64;
+    let broker_ms_per_referral = headline.json()["broker_cpu_ms_per_referral"].as_f64();
+    let broker_bound = broker_ms_per_referral
+        .filter(|ms| *ms > 0.0)
+        .map(|ms| cpus as f64 * 1000.0 / ms);
     let mut report = json!({
         "mode": plan.mode,
         "phase_s": plan.phase.as_secs_f64(),
@@ -463,6 +473,12 @@ async fn bench(args: &Args) -> Result<Value, String> {
         "ledger_kb_per_referral": (accepted_in_all > 0 && other_ledger.is_none())
             .then(|| (ledger_bytes as f64 / 1024.0 / accepted_in_all as f64 * 10.0).round() / 10.0),
         "fsync_per_s": r1(fsync_per_s),
+        "broker_cpu_ms_per_referral": broker_ms_per_referral,
+        "broker_messages_per_referral": broker_ms_per_referral
+            .filter(|_| broker_ms_per_message > 0.0)
+            .map(|ms| r1(ms / broker_ms_per_message)),
+        "broker_bound_per_s": broker_bound.map(r1),
+        "broker_bound_to_broker_ratio": broker_bound.map(|b| ratio(b, broker.per_s)),
         "request_bytes": request_bytes,
         "closed_loop": rows.iter().map(Row::json).collect::<Vec<_>>(),
         "open_loop": open_row.json(),
@@ -475,6 +491,7 @@ async fn bench(args: &Args) -> Result<Value, String> {
             "in_flight": broker::WINDOW,
             "queue": "quorum, durable; persistent messages, mandatory, publisher confirms",
             "cpu_cores": cpu_json(&broker_cpu),
+            "broker_cpu_ms_per_message": (broker_ms_per_message * 1000.0).round() / 1000.0,
         },
         "hyper_baseline": hyper_row.json(),
         "unexpected_receipts": tracker.unexpected(),
@@ -665,6 +682,17 @@ fn print_report(plan: &Plan, report: &Value, hyper: &Row, rows: &[Row], open: &R
             h["gateway_kernel_share"].as_f64().unwrap_or(f64::NAN) * 100.0,
             h["gateway_context_switches_per_referral"],
             threads.join(", ")
+        );
+    }
+    if let (Some(per_ref), Some(n), Some(bound)) = (
+        report["broker_cpu_ms_per_referral"].as_f64(),
+        report["broker_messages_per_referral"].as_f64(),
+        report["broker_bound_per_s"].as_f64(),
+    ) {
+        println!(
+            "  RabbitMQ: {per_ref} ms CPU per referral, the work of {n} baseline messages ({} ms each); with every CPU to itself and no gateway, that alone caps the loop at {bound:.0}/s = {:.1}% of the baseline",
+            b["broker_cpu_ms_per_message"],
+            f("broker_bound_to_broker_ratio") * 100.0
         );
     }
     let ms = |k: &str| fmt(report[k].as_f64());

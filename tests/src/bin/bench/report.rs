@@ -99,6 +99,15 @@ impl Row {
         quantiles("e2e", &self.delivery.e2e, E2E_QS, &mut m);
         m.insert("e2e_max_ms".into(), ms(self.delivery.e2e.max_ms()));
         m.insert("cpu_cores".into(), cpu_json(&self.cpu));
+        if self.out.accepted > 0 {
+            m.insert(
+                "broker_cpu_ms_per_referral".into(),
+                json!(round(
+                    self.cpu.broker_seconds * 1000.0 / self.out.accepted as f64,
+                    3
+                )),
+            );
+        }
         if let (Some(secs), true) = (self.cpu.gateway_seconds, self.out.accepted > 0) {
             let per = |v: f64| json!(round(v / self.out.accepted as f64, 3));
             m.insert("gateway_cpu_ms_per_referral".into(), per(secs * 1000.0));

@@ -138,6 +138,8 @@ pub struct CpuUse {
     pub gateway_context_switches: Option<u64>,
     pub bench: f64,
     pub broker: f64,
+    /// The broker's CPU time, in seconds.
+    pub broker_seconds: f64,
     /// Busy time not accounted to the three above: other processes, interrupts.
     pub other: f64,
 }
@@ -198,6 +200,7 @@ impl CpuSnapshot {
                 .map(|(a, b)| b.switches.saturating_sub(a.switches)),
             bench: cores(bench),
             broker: cores(broker),
+            broker_seconds: broker / ticks_per_s,
             other: cores(other),
         }
     }
