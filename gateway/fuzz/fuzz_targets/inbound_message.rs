@@ -157,10 +157,13 @@ fn new_referral(world: &World, msg: &Message, strict: bool) {
     );
     assert_eq!(str_at(&built.service_request, "/id"), Some(&*ids.referral));
     assert_eq!(str_at(&built.task, "/id"), Some(&*ids.task));
-    assert_eq!(str_at(&built.message, "/id"), Some(&*ids.message_bundle));
+    assert_eq!(
+        built.message.reference(),
+        format!("Bundle/{}", ids.message_bundle)
+    );
     if strict {
         // What the scheme receives is itself a message for our ServiceRequest.
-        let bytes = serde_json::to_vec(&built.message).expect("a Value serialises");
+        let bytes = serde_json::to_vec(&built.message).expect("the message serialises");
         let sent = message::parse(&bytes).expect("the message for the scheme parses");
         assert_eq!(sent.event, Event::Request);
         let focus = sent.focus().1;
@@ -171,7 +174,7 @@ fn new_referral(world: &World, msg: &Message, strict: bool) {
         Kind::ReferralMessage,
         &ids.referral,
         &endpoint.id,
-        built.message,
+        serde_json::to_value(&built.message).expect("the message serialises"),
     );
 
     // `Gateway::cancellation`, from the stored resources.
