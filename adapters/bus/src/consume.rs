@@ -183,10 +183,11 @@ pub async fn consume_queue(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let channel = conn.create_channel().await?;
-    let in_handler = Arc::new(Semaphore::new(usize::from(settings.prefetch.max(1))));
+    let prefetch = settings.prefetch.max(1);
+    let in_handler = Arc::new(Semaphore::new(usize::from(prefetch)));
     channel
         .basic_qos(
-            settings.prefetch.max(1).saturating_mul(BUFFER_FACTOR),
+            prefetch.saturating_mul(BUFFER_FACTOR),
             BasicQosOptions::default(),
         )
         .await?;
