@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use signpost_bus::consume::{supervise, ConsumeSettings};
 use signpost_bus::http::HttpClient;
-use signpost_bus::{topology, Directory, Handler, QueueConsumer, RetryPolicy};
+use signpost_bus::{topology, Directory, Handler, QueueConsumer, Reports, RetryPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
@@ -39,13 +39,21 @@ fn topology_spec(directory: &Directory, settings: &Settings) -> topology::Spec {
     }
 }
 
-fn consume_settings(settings: &Settings, report: bool) -> ConsumeSettings {
+fn consume_settings(settings: &Settings, reports: Reports) -> ConsumeSettings {
     ConsumeSettings {
         prefetch: settings.delivery.prefetch,
         retry_delays: settings.delivery.retry_delays(),
         retry_horizon: Duration::from_secs(settings.delivery.retry_horizon_s),
-        report,
+        reports,
     }
+}
+
+/// Adapters that run in the gateway's process: the gateway hands them its delivery-report
+/// recorder once it has one, and stops its audit writer only after they have finished, since
+/// they record through it.
+struct Hosted {
+    recorder: oneshot::Sender<Arc<dyn Handler>>,
+    adapters: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 pub fn load_directory(settings: &Settings) -> anyhow::Result<Arc<Directory>> {
@@ -61,14 +69,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let names = settings.adapters.clone();
+    let (recorder, local) = oneshot::channel();
     let adapters = {
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { run_adapters(&settings, &names, shutdown).await })
+        tokio::spawn(async move { adapters(&settings, &names, shutdown, Some(local)).await })
     };
-    let gateway = run_gateway(listener, settings, shutdown).await;
-    adapters.await.context("adapter task")??;
-    gateway
+    let hosted = Hosted { recorder, adapters };
+    gateway(listener, settings, shutdown, Some(hosted)).await
 }
 
 /// The gateway alone: HTTP API, ledger, outbox relay, delivery-report recorder.
@@ -76,6 +84,15 @@ pub async fn run_gateway(
     listener: TcpListener,
     settings: Settings,
     shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    gateway(listener, settings, shutdown, None).await
+}
+
+async fn gateway(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+    hosted: Option<Hosted>,
 ) -> anyhow::Result<()> {
     check_listener(&settings, listener.local_addr()?)?;
     // A broker URL that cannot work (bad TLS parameters, unreadable files) stops the start
@@ -128,6 +145,11 @@ pub async fn run_gateway(
         metrics: metrics.clone(),
         audit: audit.clone(),
     });
+    let hosted = hosted.map(|hosted| {
+        // Adapters that have stopped already need no recorder.
+        let _ = hosted.recorder.send(recorder.clone());
+        hosted.adapters
+    });
     let replies: Arc<dyn Handler> = Arc::new(crate::replies::ReplyHandler {
         gateway: gateway.clone(),
         directory: directory.clone(),
@@ -148,7 +170,7 @@ pub async fn run_gateway(
                 policy: RetryPolicy::default(),
             },
         ],
-        consume_settings(&settings, false),
+        consume_settings(&settings, Reports::Off),
         shutdown.clone(),
     ));
 
@@ -202,10 +224,14 @@ pub async fn run_gateway(
     let _ = relay.await;
     let _ = events.await;
     let _ = ack_watch.await;
+    let adapters = match hosted {
+        Some(adapters) => adapters.await.context("adapter task"),
+        None => Ok(Ok(())),
+    };
     audit_stop.cancel();
     let _ = audit_writer.await;
     tracing::info!("gateway stopped");
-    Ok(())
+    adapters?
 }
 
 /// Adapters by name, consuming their queues until shutdown.
@@ -213,6 +239,17 @@ pub async fn run_adapters(
     settings: &Settings,
     names: &[String],
     shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    adapters(settings, names, shutdown, None).await
+}
+
+/// Adapters by name; with `local`, the gateway's recorder in the same process takes their
+/// delivery reports (if the gateway hands it over; otherwise they go on `sp.events`).
+async fn adapters(
+    settings: &Settings,
+    names: &[String],
+    shutdown: CancellationToken,
+    local: Option<oneshot::Receiver<Arc<dyn Handler>>>,
 ) -> anyhow::Result<()> {
     if names.is_empty() {
         return Ok(());
@@ -299,13 +336,20 @@ pub async fn run_adapters(
             ),
         }
     }
-    tracing::info!(adapters = %names.join(","), queues = queues.len(), "adapters starting");
+    let reports = match local {
+        Some(local) => tokio::select! {
+            recorder = local => recorder.map_or(Reports::Bus, Reports::Local),
+            _ = shutdown.cancelled() => Reports::Bus,
+        },
+        None => Reports::Bus,
+    };
+    tracing::info!(adapters = %names.join(","), queues = queues.len(), ?reports, "adapters starting");
     let consumers = supervise(
         settings.amqp_url.expose().to_owned(),
         format!("signpost-adapter-{}", names.join("+")),
         topology_spec(&directory, settings),
         queues,
-        consume_settings(settings, true),
+        consume_settings(settings, reports),
         shutdown,
     );
     consumers.await;

@@ -2,7 +2,9 @@
 //!
 //! A [`Handler`] says what happened to one message ([`Outcome`]); this module does the rest, and
 //! acknowledges the delivery only after that rest is durable:
-//! - `Delivered`: report it on `sp.events` (confirmed), then ack.
+//! - `Delivered`: report it on `sp.events` (confirmed), then ack. When the adapter runs in the
+//!   gateway's own process ([`Reports::Local`]), the report is recorded in the ledger directly
+//!   instead, and goes on `sp.events` only if the ledger does not take it.
 //! - `Retry`: republish the same message (same `message_id`) to the retry queue for this attempt's
 //!   delay with the attempt count raised (confirmed), report, then ack. The retry queue's TTL
 //!   dead-letters it back to the work queue. No consumer ever sleeps holding a message, so one
@@ -140,8 +142,34 @@ pub struct ConsumeSettings {
     pub retry_delays: Vec<Duration>,
     /// Park once this long has passed since the first failure.
     pub retry_horizon: Duration,
-    /// Publish a delivery report on `sp.events` for each outcome.
-    pub report: bool,
+    /// Where the delivery report for each outcome goes.
+    pub reports: Reports,
+}
+
+/// Where a consumer's delivery reports go. Either way a report is durable before the delivery
+/// it is about is acked.
+#[derive(Clone, Default)]
+pub enum Reports {
+    /// Nowhere: the gateway's own consumers, whose outcomes are already in its ledger.
+    Off,
+    /// Published on `sp.events` (confirmed), for the gateway's recorder to consume.
+    #[default]
+    Bus,
+    /// Handed to the recorder itself, when it runs in the same process (`signpost run`): one
+    /// ledger transaction instead of a confirmed publish, a delivery and an ack on the broker.
+    /// A report the recorder does not take (its ledger is unreachable) is published on
+    /// `sp.events` instead, where the recorder's consumer retries it.
+    Local(Arc<dyn Handler>),
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reports::Off => "Off",
+            Reports::Bus => "Bus",
+            Reports::Local(_) => "Local",
+        })
+    }
 }
 
 impl Default for ConsumeSettings {
@@ -150,7 +178,7 @@ impl Default for ConsumeSettings {
             prefetch: 16,
             retry_delays: default_retry_delays(),
             retry_horizon: Duration::from_secs(72 * 3600),
-            report: true,
+            reports: Reports::Bus,
         }
     }
 }
@@ -450,10 +478,24 @@ impl Ctx {
         about: &Envelope,
         report: DeliveryReport,
     ) -> Result<(), BusError> {
-        if !self.settings.report {
-            return Ok(());
+        let envelope = report_envelope(about, &report);
+        match &self.settings.reports {
+            Reports::Off => return Ok(()),
+            Reports::Bus => {}
+            Reports::Local(recorder) => {
+                let meta = Meta {
+                    attempt: 1,
+                    routing_key: topology::EVENTS_ROUTING_KEY.to_owned(),
+                };
+                match recorder.handle(&envelope, &meta).await {
+                    Outcome::Delivered(_) => return Ok(()),
+                    other => {
+                        tracing::warn!(queue = %self.queue, outcome = other.name(), "the ledger did not take a report; publishing it on sp.events");
+                    }
+                }
+            }
         }
-        publish_report(&self.publisher, about, &report).await
+        publish_envelope_report(&self.publisher, &envelope).await
     }
 }
 
@@ -463,6 +505,24 @@ pub async fn publish_report(
     about: &Envelope,
     report: &DeliveryReport,
 ) -> Result<(), BusError> {
+    publish_envelope_report(publisher, &report_envelope(about, report)).await
+}
+
+async fn publish_envelope_report(
+    publisher: &Publisher,
+    envelope: &Envelope,
+) -> Result<(), BusError> {
+    publisher
+        .publish_envelope(
+            topology::EVENTS_EXCHANGE,
+            topology::EVENTS_ROUTING_KEY,
+            envelope,
+        )
+        .await
+}
+
+/// The `delivery-report` envelope of `report` about `about`, with the report's stable id.
+pub fn report_envelope(about: &Envelope, report: &DeliveryReport) -> Envelope {
     let mut envelope = Envelope::new(
         Kind::DeliveryReport,
         about.correlation_id.clone(),
@@ -472,13 +532,7 @@ pub async fn publish_report(
         report,
     );
     envelope.message_id = report_id(about.message_id, report.outcome, report.attempt);
-    publisher
-        .publish_envelope(
-            topology::EVENTS_EXCHANGE,
-            topology::EVENTS_ROUTING_KEY,
-            &envelope,
-        )
-        .await
+    envelope
 }
 
 /// The id of the report of `outcome` at `attempt` for message `about`: the same every time, so

@@ -26,7 +26,7 @@ pub mod topology;
 pub mod trace;
 pub mod uris;
 
-pub use consume::{ConsumeSettings, Handler, Outcome, QueueConsumer, RetryPolicy};
+pub use consume::{ConsumeSettings, Handler, Outcome, QueueConsumer, Reports, RetryPolicy};
 pub use directory::Directory;
 pub use envelope::{Envelope, Kind};
 pub use publish::Publisher;
