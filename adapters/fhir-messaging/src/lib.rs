@@ -7,6 +7,7 @@
 //! one message carries the same id and a scheme that already has it answers 409 `duplicate`,
 //! which counts as delivered.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -73,7 +74,7 @@ impl SchemeDelivery {
             ));
         }
         if let Some(org) = sender_organization(envelope.payload.get()) {
-            headers.push(("nhsd-end-user-organisation", b64(&org)));
+            headers.push(("nhsd-end-user-organisation", b64_text(org)));
         }
         // The message goes as the gateway made it, without being built and written again.
         let body = envelope.payload.get().as_bytes().to_vec();
@@ -93,7 +94,11 @@ impl Handler for SchemeDelivery {
 }
 
 fn b64(v: &Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+    b64_text(&v.to_string())
+}
+
+fn b64_text(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// The `Device` sent as `NHSD-Requesting-Software`.
@@ -105,10 +110,11 @@ fn requesting_software() -> Value {
     })
 }
 
-/// The Organization that `MessageHeader.sender` points at, for `NHSD-End-User-Organisation`.
-/// Only that resource is built: the rest of the message (the patient's record) is skipped
-/// over as text.
-fn sender_organization(bundle: &str) -> Option<Value> {
+/// The Organization that `MessageHeader.sender` points at, for `NHSD-End-User-Organisation`,
+/// as it is written in the message (compact, as the gateway wrote it). Nothing is built: the
+/// entries are found by `fullUrl` first, and only if none matches is each resource's type and
+/// id read to match a relative reference.
+fn sender_organization(bundle: &str) -> Option<&str> {
     #[derive(Deserialize)]
     struct Bundle<'a> {
         #[serde(borrow)]
@@ -116,39 +122,46 @@ fn sender_organization(bundle: &str) -> Option<Value> {
     }
     #[derive(Deserialize)]
     struct Entry<'a> {
-        #[serde(rename = "fullUrl")]
-        full_url: Option<String>,
+        #[serde(rename = "fullUrl", borrow)]
+        full_url: Option<Cow<'a, str>>,
         #[serde(borrow)]
         resource: Option<&'a RawValue>,
     }
     #[derive(Deserialize)]
-    struct Header {
-        sender: Option<Reference>,
+    struct Header<'a> {
+        #[serde(borrow)]
+        sender: Option<Reference<'a>>,
     }
     #[derive(Deserialize)]
-    struct Reference {
-        reference: Option<String>,
+    struct Reference<'a> {
+        #[serde(borrow)]
+        reference: Option<Cow<'a, str>>,
     }
     #[derive(Deserialize)]
-    struct Typed {
-        #[serde(rename = "resourceType")]
-        resource_type: Option<String>,
-        id: Option<String>,
+    struct Typed<'a> {
+        #[serde(rename = "resourceType", borrow)]
+        resource_type: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
     }
     let entries = serde_json::from_str::<Bundle<'_>>(bundle).ok()?.entry;
-    let header: Header = serde_json::from_str(entries.first()?.resource?.get()).ok()?;
+    let header: Header<'_> = serde_json::from_str(entries.first()?.resource?.get()).ok()?;
     let sender = header.sender?.reference?;
-    let found = entries.iter().find_map(|e| {
-        let r = e.resource?;
-        let typed: Typed = serde_json::from_str(r.get()).ok()?;
-        let typed = format!(
-            "{}/{}",
-            typed.resource_type?,
-            typed.id.as_deref().unwrap_or("")
-        );
-        (e.full_url.as_deref() == Some(sender.as_str()) || typed == sender).then_some(r)
+    let by_url = entries
+        .iter()
+        .find(|e| e.full_url.as_deref() == Some(&*sender))
+        .and_then(|e| e.resource);
+    let found = by_url.or_else(|| {
+        let (kind, id) = sender.split_once('/')?;
+        entries.iter().find_map(|e| {
+            let r = e.resource?;
+            let typed: Typed<'_> = serde_json::from_str(r.get()).ok()?;
+            (typed.resource_type.as_deref() == Some(kind)
+                && typed.id.as_deref().unwrap_or("") == id)
+                .then_some(r)
+        })
     })?;
-    serde_json::from_str(found.get()).ok()
+    Some(found.get())
 }
 
 #[cfg(test)]
@@ -162,10 +175,23 @@ mod tests {
             {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Organization", "id": "x"}},
             {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Organization", "id": "o"}}
         ]});
+        let text = bundle.to_string();
+        let org = sender_organization(&text).unwrap();
+        assert_eq!(org, r#"{"id":"o","resourceType":"Organization"}"#);
+        // A relative reference finds the resource by its type and id.
+        let relative = json!({"entry": [
+            {"resource": {"resourceType": "MessageHeader", "sender": {"reference": "Organization/o"}}},
+            {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "o"}},
+            {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Organization", "id": "x"}},
+            {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Organization", "id": "o", "name": "P"}}
+        ]})
+        .to_string();
         assert_eq!(
-            sender_organization(&bundle.to_string()).unwrap(),
-            json!({"resourceType": "Organization", "id": "o"})
+            sender_organization(&relative).unwrap(),
+            r#"{"id":"o","name":"P","resourceType":"Organization"}"#
         );
+        let unknown = relative.replace("Organization/o", "Organization/none");
+        assert_eq!(sender_organization(&unknown), None);
         assert_eq!(sender_organization("{\"entry\": []}"), None);
         assert_eq!(sender_organization("[]"), None);
     }
