@@ -12,7 +12,7 @@
 //! | `delivery.timeout_ms` | `SIGNPOST_DELIVERY_TIMEOUT_MS` | `10000` |
 //! | `delivery.retry_delays_ms` | `SIGNPOST_RETRY_DELAYS_MS` (comma list) | `1000,5000,30000,120000,600000,3600000` |
 //! | `delivery.retry_horizon_s` | `SIGNPOST_RETRY_HORIZON_S` | `259200` (72 h) |
-//! | `delivery.prefetch` | – | `16` (handler calls at once per queue; AMQP prefetch 4 times this) |
+//! | `delivery.prefetch` | – | `16` (handler calls at once per queue; AMQP prefetch 8 times this) |
 //! | `delivery.ca_file`, `delivery.client_cert`, `delivery.client_key` | `SIGNPOST_DELIVERY_CA_FILE`, `_CLIENT_CERT`, `_CLIENT_KEY` | public roots; no client certificate |
 //! | `http.max_body_bytes` | – | `10485760` |
 //! | `http.request_timeout_ms` | – | `5000` (BaRS: all requests within 5 s) |

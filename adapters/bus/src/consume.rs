@@ -136,7 +136,8 @@ pub fn jittered(delay: Duration, unit: f64) -> Duration {
 pub struct ConsumeSettings {
     /// Deliveries the handler works on at once per queue (requests in flight to the far end).
     /// The broker sends up to [`BUFFER_FACTOR`] times as many, so that a delivery waiting for
-    /// its report's confirm and its ack does not hold up the next request.
+    /// its report (a confirm, or a ledger commit under [`Reports::Local`]) and its ack does not
+    /// hold up the next request.
     pub prefetch: u16,
     /// Retry delays, by attempt; the last one repeats.
     pub retry_delays: Vec<Duration>,
@@ -183,8 +184,11 @@ impl Default for ConsumeSettings {
     }
 }
 
-/// The AMQP prefetch count is this many times [`ConsumeSettings::prefetch`].
-pub const BUFFER_FACTOR: u16 = 4;
+/// The AMQP prefetch count is this many times [`ConsumeSettings::prefetch`]. A local report
+/// waits for the ledger's group commit, which under load takes longer than a broker confirm:
+/// at 4 the adapter of `signpost run` fell behind the gateway at 64 connections (delivered 92%
+/// of accepted, end-to-end p99 about 500 ms); at 8 it keeps up (98-99%, about 200-250 ms).
+pub const BUFFER_FACTOR: u16 = 8;
 
 /// 1 s, 5 s, 30 s, 2 min, 10 min, then hourly.
 pub fn default_retry_delays() -> Vec<Duration> {

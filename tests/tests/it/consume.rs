@@ -65,7 +65,7 @@ fn unacknowledged(vhost: &str, queue: &str) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn prefetch_bounds_the_handler_calls_and_the_broker_hands_over_four_times_as_many() {
+async fn prefetch_bounds_the_handler_calls_and_the_broker_hands_over_buffer_factor_times_as_many() {
     let vhost = Vhost::create("consume").unwrap();
     let conn = Arc::new(
         Connection::connect(&vhost.amqp_url(), ConnectionProperties::default())
@@ -130,7 +130,7 @@ async fn prefetch_bounds_the_handler_calls_and_the_broker_hands_over_four_times_
     let buffered = u64::from(prefetch * BUFFER_FACTOR);
     assert_eventually!(
         10,
-        "the broker hands over four times prefetch while the handler is held",
+        "the broker hands over BUFFER_FACTOR times prefetch while the handler is held",
         unacknowledged(&vhost.name, queue) == Some(buffered)
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -440,8 +440,9 @@ async fn bench(args: &Args) -> Result<Value, String> {
     let delivered = headline.delivered_per_s();
     let hyper = hyper_row.out.answered_per_s();
     let open_key = |name: &str| format!("{name}_at_{:.0}_per_s", plan.open_rate);
-    // What RabbitMQ's part of a referral costs (two confirmed publishes into quorum queues, two
-    // deliveries and acknowledgements) against one baseline message (a confirmed publish), and
+    // What RabbitMQ's part of a referral costs (under `signpost run`, one confirmed publish into
+    // a quorum queue, its delivery and its acknowledgement: the adapter's delivery report goes
+    // to the ledger in the same process) against one baseline message (a confirmed publish), and
     // the rate that alone would allow if the broker had every CPU to itself. The baseline's CPU
     // covers its warm-up too, so it is shared over the warm-up's messages as well.
     let broker_ms_per_message = broker_cpu.broker_seconds * 1000.0
