@@ -482,20 +482,21 @@ impl Ctx {
         about: &Envelope,
         report: DeliveryReport,
     ) -> Result<(), BusError> {
-        let envelope = report_envelope(about, &report);
-        match &self.settings.reports {
+        let local = match &self.settings.reports {
             Reports::Off => return Ok(()),
-            Reports::Bus => {}
-            Reports::Local(recorder) => {
-                let meta = Meta {
-                    attempt: 1,
-                    routing_key: topology::EVENTS_ROUTING_KEY.to_owned(),
-                };
-                match recorder.handle(&envelope, &meta).await {
-                    Outcome::Delivered(_) => return Ok(()),
-                    other => {
-                        tracing::warn!(queue = %self.queue, outcome = other.name(), "the ledger did not take a report; publishing it on sp.events");
-                    }
+            Reports::Bus => None,
+            Reports::Local(recorder) => Some(recorder),
+        };
+        let envelope = report_envelope(about, &report);
+        if let Some(recorder) = local {
+            let meta = Meta {
+                attempt: 1,
+                routing_key: topology::EVENTS_ROUTING_KEY.to_owned(),
+            };
+            match recorder.handle(&envelope, &meta).await {
+                Outcome::Delivered(_) => return Ok(()),
+                other => {
+                    tracing::warn!(queue = %self.queue, outcome = other.name(), "the ledger did not take a report; publishing it on sp.events");
                 }
             }
         }
