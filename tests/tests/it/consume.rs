@@ -45,6 +45,34 @@ impl Handler for Gated {
     }
 }
 
+/// A plain (classic, not durable) queue, reached through the default exchange.
+async fn declare_queue(channel: &lapin::Channel, queue: &str) {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Publish `envelope` to `queue` through the default exchange and wait for the broker.
+async fn publish(channel: &lapin::Channel, queue: &str, envelope: &Envelope) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &envelope.to_bytes(),
+            envelope.properties(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 fn unacknowledged(vhost: &str, queue: &str) -> Option<u64> {
     let out = std::process::Command::new("rabbitmqctl")
         .args([
@@ -74,29 +102,11 @@ async fn prefetch_bounds_the_handler_calls_and_the_broker_hands_over_buffer_fact
     );
     let channel = conn.create_channel().await.unwrap();
     let queue = "work";
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_queue(&channel, queue).await;
     let total = 30;
     for i in 0..total {
         let e = Envelope::new(Kind::ReferralMessage, "c", format!("r-{i}"), "t", None, i);
-        channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &e.to_bytes(),
-                e.properties(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish(&channel, queue, &e).await;
     }
 
     let handler = Arc::new(Gated {
@@ -194,29 +204,11 @@ async fn local_reports_go_to_the_recorder_and_on_sp_events_only_when_it_refuses_
     };
     topology::declare(&channel, &spec).await.unwrap();
     let queue = "work";
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_queue(&channel, queue).await;
     let kept = Envelope::new(Kind::ReferralMessage, "c", "kept", "t", None, 1);
     let refused = Envelope::new(Kind::ReferralMessage, "c", "refused", "t", None, 2);
     for e in [&kept, &refused] {
-        channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &e.to_bytes(),
-                e.properties(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish(&channel, queue, e).await;
     }
 
     let recorder = Arc::new(Recorder::default());
