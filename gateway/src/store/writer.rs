@@ -101,6 +101,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// The WAL size (4 KiB pages) at which a COMMIT checkpoints by itself (SQLite's default is
 /// 1,000): only reached if the checkpointer falls behind.
 const WAL_FALLBACK_PAGES: i64 = 16_000;
+/// Copy what it can of the WAL into the database, waiting for no one; answers (blocked, frames
+/// in the WAL, frames copied).
+const PASSIVE_CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 
 /// Copy the WAL back into the database every `every`, on a connection of its own and a blocking
 /// thread: a passive checkpoint waits for no one, and the writer goes on appending meanwhile.
@@ -173,10 +176,9 @@ impl Checkpointer {
     /// One pass: `true` if it copied every frame in the WAL, new ones among them, and then
     /// synced the database file. Blocking.
     fn pass(&mut self) -> Result<bool, String> {
-        // (blocked, frames in the WAL, frames copied into the database)
         let (blocked, log, copied): (i64, i64, i64) = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            .query_row(PASSIVE_CHECKPOINT, [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .map_err(|e| e.to_string())?;
@@ -390,9 +392,7 @@ async fn settle(writer: Arc<Mutex<State>>) {
             // catches up, and the next batch rewinds the WAL.
             if s.catch_up.swap(false, Ordering::AcqRel) {
                 let copied = s
-                    .blocking_with(|c| {
-                        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    })
+                    .blocking_with(|c| c.query_row(PASSIVE_CHECKPOINT, [], |_| Ok(())))
                     .await;
                 if let Err(e) = copied {
                     tracing::debug!("ledger: catching up the checkpoint: {e}");
