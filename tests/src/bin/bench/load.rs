@@ -195,6 +195,25 @@ pub struct Outcome {
     pub unsent: u64,
     /// Open loop: requests scheduled.
     pub scheduled: u64,
+    /// Open loop: the slowest answer (µs, from its scheduled time) among the requests
+    /// scheduled in each [`WINDOW`] of the phase, in order. A stall shows as a run of slow
+    /// windows; contention as slow answers spread over many.
+    pub windows: Vec<u64>,
+}
+
+/// The open loop's windows of scheduled send time.
+pub const WINDOW: Duration = Duration::from_millis(100);
+
+/// The slowest answer in each open-loop window, summed up.
+pub struct Windows {
+    pub count: usize,
+    /// Windows with an answer slower than the threshold asked for.
+    pub over: usize,
+    /// The median window's slowest answer.
+    pub median_ms: f64,
+    /// The slowest window's slowest answer, and when in the phase that window began.
+    pub worst_ms: f64,
+    pub worst_at_s: f64,
 }
 
 impl Outcome {
@@ -206,6 +225,38 @@ impl Outcome {
         }
         self.latency.add(&other.latency);
         self.unsent += other.unsent;
+        if self.windows.len() < other.windows.len() {
+            self.windows.resize(other.windows.len(), 0);
+        }
+        for (mine, theirs) in self.windows.iter_mut().zip(other.windows) {
+            *mine = (*mine).max(theirs);
+        }
+    }
+
+    /// Count an open-loop answer `latency` to the window its send was scheduled in (`at`
+    /// after the phase's start).
+    fn window(&mut self, at: Duration, latency: Duration) {
+        let i = (at.as_micros() / WINDOW.as_micros()) as usize;
+        if self.windows.len() <= i {
+            self.windows.resize(i + 1, 0);
+        }
+        let us = latency.as_micros() as u64;
+        self.windows[i] = self.windows[i].max(us);
+    }
+
+    /// The open loop's windows at a glance; `None` for a closed loop.
+    pub fn windows_summary(&self, threshold: Duration) -> Option<Windows> {
+        let worst = (0..self.windows.len()).max_by_key(|&i| self.windows[i])?;
+        let mut sorted = self.windows.clone();
+        sorted.sort_unstable();
+        let limit = threshold.as_micros() as u64;
+        Some(Windows {
+            count: self.windows.len(),
+            over: self.windows.iter().filter(|&&us| us > limit).count(),
+            median_ms: sorted[sorted.len() / 2] as f64 / 1000.0,
+            worst_ms: self.windows[worst] as f64 / 1000.0,
+            worst_at_s: (worst as u32 * WINDOW).as_secs_f64(),
+        })
     }
 
     pub fn accepted_per_s(&self) -> f64 {
@@ -283,14 +334,22 @@ impl Load {
         (req.unwrap_or_default(), correlation)
     }
 
-    /// Sends one request whose latency counts from `start`, and records its outcome.
-    async fn one(&self, conn: &mut Conn, phase: usize, start: Instant, out: &mut Outcome) {
+    /// Sends one request whose latency counts from `start`, and records its outcome; the
+    /// latency.
+    async fn one(
+        &self,
+        conn: &mut Conn,
+        phase: usize,
+        start: Instant,
+        out: &mut Outcome,
+    ) -> Duration {
         let (req, correlation) = self.request();
         if let Some(t) = &self.tracker {
             t.sent(phase, correlation, start);
         }
         let result = conn.send(req).await;
-        out.latency.record(start.elapsed());
+        let latency = start.elapsed();
+        out.latency.record(latency);
         out.requests += 1;
         match result {
             Ok(StatusCode::OK) => out.accepted += 1,
@@ -305,6 +364,7 @@ impl Load {
                 *out.errors.entry(key).or_default() += 1;
             }
         }
+        latency
     }
 
     async fn pool(&self, size: usize) -> Result<Vec<Conn>, String> {
@@ -369,12 +429,14 @@ impl Load {
                     if now >= cutoff {
                         out.unsent += 1;
                         out.latency.record(cutoff.duration_since(at));
+                        out.window(at - start, cutoff.duration_since(at));
                         continue;
                     }
                     if at > now {
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    load.one(&mut conn, phase, at, &mut out).await;
+                    let latency = load.one(&mut conn, phase, at, &mut out).await;
+                    out.window(at - start, latency);
                 }
                 out
             }));
@@ -396,5 +458,39 @@ impl Load {
         total.started = Some(start);
         total.elapsed = start.elapsed();
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn each_window_keeps_its_slowest_answer_and_workers_merge_by_window() {
+        let mut a = Outcome::default();
+        a.window(ms(5), ms(2));
+        a.window(ms(95), ms(12));
+        a.window(ms(250), ms(3));
+        let mut b = Outcome::default();
+        b.window(ms(150), ms(4));
+        b.window(ms(320), ms(30));
+        a.add(b);
+        // Windows 0-100, 100-200, 200-300, 300-400 ms.
+        assert_eq!(a.windows, vec![12_000, 4_000, 3_000, 30_000]);
+        let w = a.windows_summary(ms(10)).expect("an open loop");
+        assert_eq!((w.count, w.over), (4, 2));
+        assert_eq!(w.worst_ms, 30.0);
+        assert!((w.worst_at_s - 0.3).abs() < 1e-9);
+        // Sorted 3, 4, 12, 30: the upper median.
+        assert_eq!(w.median_ms, 12.0);
+    }
+
+    #[test]
+    fn a_closed_loop_has_no_windows() {
+        assert!(Outcome::default().windows_summary(ms(10)).is_none());
     }
 }

@@ -712,6 +712,17 @@ fn print_report(plan: &Plan, report: &Value, hyper: &Row, rows: &[Row], open: &R
         f(&format!("accepted_per_s_at_{:.0}_per_s", plan.open_rate)),
         ms(&open_p99)
     );
+    let open = &report["open_loop"];
+    if let (Some(n), Some(over)) = (open["windows"].as_u64(), open["windows_over_10ms"].as_u64()) {
+        println!(
+            "  slowest answer per {} ms of sends: median {} ms, worst {} ms ({} s in); {over} of {n} windows had one over {} ms",
+            open["window_ms"],
+            fmt(open["window_slowest_median_ms"].as_f64()),
+            fmt(open["window_slowest_worst_ms"].as_f64()),
+            open["window_slowest_worst_at_s"],
+            report::SLOW.as_millis()
+        );
+    }
 }
 
 fn fmt(v: Option<f64>) -> String {

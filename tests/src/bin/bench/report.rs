@@ -8,7 +8,11 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::hist::Histogram;
-use crate::load::{Delivery, Outcome};
+use crate::load::{Delivery, Outcome, WINDOW};
+
+/// An open-loop window with an answer slower than this is counted (the p99 target at 1,000
+/// referrals a second).
+pub const SLOW: Duration = Duration::from_millis(10);
 use crate::sys::CpuUse;
 
 /// One load phase against the gateway (or the hyper baseline).
@@ -75,6 +79,23 @@ impl Row {
             m.insert("offered_per_s".into(), json!(rate));
             m.insert("scheduled".into(), json!(self.out.scheduled));
             m.insert("unsent".into(), json!(self.out.unsent));
+            if let Some(w) = self.out.windows_summary(SLOW) {
+                m.insert("window_ms".into(), json!(WINDOW.as_millis() as u64));
+                m.insert("windows".into(), json!(w.count));
+                m.insert("windows_over_10ms".into(), json!(w.over));
+                m.insert(
+                    "window_slowest_median_ms".into(),
+                    json!(round(w.median_ms, 2)),
+                );
+                m.insert(
+                    "window_slowest_worst_ms".into(),
+                    json!(round(w.worst_ms, 2)),
+                );
+                m.insert(
+                    "window_slowest_worst_at_s".into(),
+                    json!(round(w.worst_at_s, 1)),
+                );
+            }
         }
         m.insert(
             "duration_s".into(),
