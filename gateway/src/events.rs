@@ -136,7 +136,7 @@ impl ReportRecorder {
                     _ => {}
                 }
             }
-            tx.commit().await?;
+            tx.commit_unhurried().await?;
             if !fresh {
                 return Ok(());
             }

@@ -576,7 +576,7 @@ impl Store {
             .text(&r.detail);
             tx.exec(done).await?;
         }
-        tx.commit().await
+        tx.commit_unhurried().await
     }
 
     /// Audit records matching `f`, oldest first.
@@ -808,6 +808,19 @@ impl WriteTx {
     /// Commit; `Ok` only once the transaction is on disk. On SQLite that is when the batch it
     /// joins commits ([`StoreError::NotCommitted`] if the batch is lost).
     pub async fn commit(self) -> Result<(), StoreError> {
+        self.end(true).await
+    }
+
+    /// [`WriteTx::commit`] for work that no one waits on (the outbox's marks, the audit trail,
+    /// delivery reports): on SQLite it does not end its batch itself but rides on the next
+    /// commit that does, or ends it after a short wait (see
+    /// [`writer::Member::commit_unhurried`]), so that it costs no fsync and no rewrite of the
+    /// pages it shares with the requests' writes.
+    pub async fn commit_unhurried(self) -> Result<(), StoreError> {
+        self.end(false).await
+    }
+
+    async fn end(self, urgent: bool) -> Result<(), StoreError> {
         // Mark first, then look at the clock: the HTTP layer reads the mark at the deadline, so
         // either it sees the mark and waits, or this sees the deadline passed and rolls back.
         let past = BUDGET
@@ -833,7 +846,8 @@ impl WriteTx {
                     StoreError::NotCommitted
                 })
             }
-            Tx::Member(member) => member.commit().await,
+            Tx::Member(member) if urgent => member.commit().await,
+            Tx::Member(member) => member.commit_unhurried().await,
         }
     }
 
