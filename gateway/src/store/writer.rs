@@ -107,8 +107,13 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 const UNHURRIED_WAIT: Duration = Duration::from_millis(10);
 /// How long the writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies the WAL back into the database. Often, so that each pass's
+/// sync of the database file is small: a COMMIT's fsync of the WAL that comes while the disk
+/// writes those pages waits for them, and at 1,000 referrals a second and a pass every 100 ms
+/// that made one commit in every pass take 3-6 ms instead of 0.3 (and the slowest answer of
+/// most 100 ms windows 8-11 ms). Every 25 ms, the HTTP p99 at that rate fell from 7-12 ms to
+/// 5-7 ms.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
 /// The WAL size (4 KiB pages) at which a COMMIT checkpoints by itself (SQLite's default is
 /// 1,000): only reached if the checkpointer falls behind.
 const WAL_FALLBACK_PAGES: i64 = 16_000;
@@ -755,7 +760,10 @@ mod tests {
     async fn under_steady_writes_the_wal_starts_over_without_a_commit_checkpointing_it() {
         let (writer, dir) = writer().await;
         let before = wal_restarts(&dir);
-        let until = std::time::Instant::now() + 15 * CHECKPOINT_EVERY;
+        // Long enough for the WAL to reach the fallback size several times over if it never
+        // started over (it did in 1.5 s before the catch-up).
+        let steady = Duration::from_millis(1500);
+        let until = std::time::Instant::now() + steady;
         let mut tasks = Vec::new();
         for t in 0..8 {
             let writer = writer.clone();
@@ -783,8 +791,7 @@ mod tests {
         let restarts = wal_restarts(&dir) - before;
         assert!(
             restarts >= 5,
-            "the WAL started over {restarts} times in {rows} commits over {:?}",
-            15 * CHECKPOINT_EVERY
+            "the WAL started over {restarts} times in {rows} commits over {steady:?}"
         );
         assert_eq!(on_disk(&dir).await.len(), rows);
         let _ = std::fs::remove_dir_all(&dir);
