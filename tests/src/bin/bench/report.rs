@@ -95,6 +95,13 @@ impl Row {
                     "window_slowest_worst_at_s".into(),
                     json!(round(w.worst_at_s, 1)),
                 );
+                let each: Vec<f64> = self
+                    .out
+                    .windows
+                    .iter()
+                    .map(|&us| round(us as f64 / 1000.0, 2))
+                    .collect();
+                m.insert("window_slowest_ms".into(), json!(each));
             }
         }
         m.insert(
