@@ -363,36 +363,30 @@ impl State {
         }
     }
 
-    /// Make sure a settle task will take the writer after the members now waiting for it.
-    fn schedule_settle(&mut self, writer: &Arc<Mutex<State>>) {
-        if self.settle_pending {
+    /// Make sure a settle task will take the writer after the members now waiting for it
+    /// ([`Pending::Now`]), or will end the batch within `unhurried_wait` even if no member ends
+    /// it sooner ([`Pending::Unhurried`]: one such wait covers every unhurried member that joins
+    /// meanwhile, in this batch or the next; whichever batch is open when it ends is ended).
+    fn schedule(&mut self, writer: &Arc<Mutex<State>>, pending: Pending) {
+        let (scheduled, wait) = match pending {
+            Pending::Now => (self.settle_pending, None),
+            Pending::Unhurried => (self.unhurried_pending, Some(self.unhurried_wait)),
+        };
+        if scheduled {
             return;
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                self.settle_pending = true;
-                runtime.spawn(settle(writer.clone(), Pending::Now));
-            }
-            // No runtime to end the batch on (a drop outside one): end it here, unanswered work
-            // is not committed.
-            Err(_) => self.reset("no runtime to end the batch on"),
-        }
-    }
-
-    /// Make sure the batch ends within `unhurried_wait` even if no member ends it sooner.
-    /// One such wait covers every unhurried member that joins meanwhile, in this batch or the
-    /// next: whichever batch is open when it ends is ended.
-    fn schedule_unhurried_settle(&mut self, writer: &Arc<Mutex<State>>) {
-        if self.unhurried_pending {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                self.unhurried_pending = true;
-                let (writer, wait) = (writer.clone(), self.unhurried_wait);
+                match pending {
+                    Pending::Now => self.settle_pending = true,
+                    Pending::Unhurried => self.unhurried_pending = true,
+                }
+                let writer = writer.clone();
                 runtime.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    settle(writer, Pending::Unhurried).await;
+                    if let Some(wait) = wait {
+                        tokio::time::sleep(wait).await;
+                    }
+                    settle(writer, pending).await;
                 });
             }
             // No runtime to end the batch on (a drop outside one): end it here, unanswered work
@@ -403,10 +397,11 @@ impl State {
 }
 
 /// Which scheduling a settle task answers to.
+#[derive(Clone, Copy)]
 enum Pending {
-    /// [`State::schedule_settle`]'s.
+    /// At once, behind the members now waiting for the writer.
     Now,
-    /// [`State::schedule_unhurried_settle`]'s.
+    /// After `unhurried_wait`.
     Unhurried,
 }
 
@@ -511,11 +506,12 @@ impl Member {
         s.savepoint = false;
         let (tx, rx) = oneshot::channel();
         s.waiters.push(tx);
-        if urgent {
-            s.schedule_settle(&self.writer);
+        let pending = if urgent {
+            Pending::Now
         } else {
-            s.schedule_unhurried_settle(&self.writer);
-        }
+            Pending::Unhurried
+        };
+        s.schedule(&self.writer, pending);
         // Let go of the writer: the next member runs while this one waits for the batch.
         self.state = None;
         match rx.await {
@@ -537,7 +533,7 @@ impl Drop for Member {
         if let Some(mut s) = self.state.take() {
             // The savepoint, if still open, stays flagged for the next holder to roll back; the
             // batch must still end even if no other member comes.
-            s.schedule_settle(&self.writer);
+            s.schedule(&self.writer, Pending::Now);
         }
     }
 }
@@ -568,6 +564,13 @@ mod tests {
     /// Another connection to the same file.
     fn other(dir: &Path) -> Connection {
         Connection::open(dir.join("ledger.db")).unwrap()
+    }
+
+    /// The batch ended: another process may write.
+    fn no_write_lock_held(dir: &Path) {
+        other(dir)
+            .execute_batch("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
+            .expect("no write lock is held idle");
     }
 
     /// What another connection finds on disk, in order.
@@ -613,10 +616,7 @@ mod tests {
             }
         }
         assert_eq!(on_disk(&dir).await, committed);
-        // The batch ended: another process may write.
-        other(&dir)
-            .execute_batch("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
-            .expect("no write lock is held idle");
+        no_write_lock_held(&dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -643,9 +643,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(on_disk(&dir).await, ["f", "u"]);
-        other(&dir)
-            .execute_batch("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
-            .expect("no write lock is held idle");
+        no_write_lock_held(&dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

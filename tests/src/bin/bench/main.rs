@@ -712,14 +712,15 @@ fn print_report(plan: &Plan, report: &Value, hyper: &Row, rows: &[Row], open: &R
         f(&format!("accepted_per_s_at_{:.0}_per_s", plan.open_rate)),
         ms(&open_p99)
     );
-    let open = &report["open_loop"];
-    if let (Some(n), Some(over)) = (open["windows"].as_u64(), open["windows_over_10ms"].as_u64()) {
+    if let Some(w) = open.out.windows_summary(report::SLOW) {
         println!(
-            "  slowest answer per {} ms of sends: median {} ms, worst {} ms ({} s in); {over} of {n} windows had one over {} ms",
-            open["window_ms"],
-            fmt(open["window_slowest_median_ms"].as_f64()),
-            fmt(open["window_slowest_worst_ms"].as_f64()),
-            open["window_slowest_worst_at_s"],
+            "  slowest answer per {} ms of sends: median {:.2} ms, worst {:.2} ms ({:.1} s in); {} of {} windows had one over {} ms",
+            load::WINDOW.as_millis(),
+            w.median_ms,
+            w.worst_ms,
+            w.worst_at_s,
+            w.over,
+            w.count,
             report::SLOW.as_millis()
         );
     }
