@@ -140,11 +140,11 @@ async fn gateway(
     });
     let audit_stop = CancellationToken::new();
     let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), audit_stop.clone());
-    let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        audit: audit.clone(),
-    });
+    let recorder: Arc<dyn Handler> = Arc::new(ReportRecorder::start(
+        store.clone(),
+        metrics.clone(),
+        audit.clone(),
+    ));
     let hosted = hosted.map(|hosted| {
         // Adapters that have stopped already need no recorder.
         let _ = hosted.recorder.send(recorder.clone());

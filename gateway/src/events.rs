@@ -9,18 +9,44 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use signpost_bus::consume::HandlerFuture;
 use signpost_bus::envelope::{DeliveryReport, ReportOutcome};
 use signpost_bus::{Envelope, Handler, Kind, Outcome};
 
 use crate::metrics::Metrics;
+use tokio::sync::{mpsc, oneshot};
+
 use crate::store::{LetterAck, ParkedRow, Store};
 
+/// Records delivery reports. Each report is handed to one task that records every report
+/// waiting at that moment in one write transaction: under load one turn at the ledger's writer
+/// for a batch of reports, not one turn each (an adapter has up to its prefetch of deliveries,
+/// and so of reports, in flight).
 pub struct ReportRecorder {
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
-    pub audit: crate::audit::Audit,
+    queue: mpsc::Sender<Pending>,
+    store: Store,
 }
+
+/// A report waiting for the recorder task, and where its outcome goes.
+struct Pending {
+    report: DeliveryReport,
+    message_id: String,
+    referral_id: String,
+    about: String,
+    target: String,
+    answer: oneshot::Sender<Outcome>,
+}
+
+/// What the recorder task needs.
+struct Recorder {
+    store: Store,
+    metrics: Arc<Metrics>,
+    audit: crate::audit::Audit,
+}
+
+/// The most reports recorded in one write transaction.
+const REPORT_BATCH: usize = 64;
 
 /// The timeline step for a report on a message with this outbox label.
 pub fn step_for(label: &str, outcome: ReportOutcome) -> String {
@@ -52,6 +78,18 @@ enum RecordError {
 }
 
 impl ReportRecorder {
+    /// Start the recorder task; it ends once this and every clone of the handler are dropped.
+    pub fn start(store: Store, metrics: Arc<Metrics>, audit: crate::audit::Audit) -> Self {
+        let (queue, rx) = mpsc::channel(REPORT_BATCH * 4);
+        let recorder = Recorder {
+            store: store.clone(),
+            metrics,
+            audit,
+        };
+        tokio::spawn(recorder.run(rx));
+        ReportRecorder { queue, store }
+    }
+
     async fn record(&self, envelope: &Envelope) -> Outcome {
         if envelope.kind != Kind::DeliveryReport {
             return Outcome::Park(format!(
@@ -63,111 +101,210 @@ impl ReportRecorder {
             Ok(r) => r,
             Err(e) => return Outcome::Park(format!("not a delivery report: {e}")),
         };
-        let result = async {
-            // Reports read from a MESH inbox may know only MESH's id or the letter's id.
-            let (referral_id, about) = if envelope.referral_id.is_empty() {
-                let about = (!report.about.is_nil()).then(|| report.about.to_string());
-                let ack = self
-                    .store
-                    .letter_ack(about.as_deref(), report.reference.as_deref())
-                    .await?
-                    .ok_or(RecordError::Unmatched)?;
-                (ack.referral_id, ack.message_id)
-            } else {
-                (envelope.referral_id.clone(), report.about.to_string())
+        // Reports read from a MESH inbox may know only MESH's id or the letter's id.
+        let (referral_id, about) = if envelope.referral_id.is_empty() {
+            let about = (!report.about.is_nil()).then(|| report.about.to_string());
+            match self
+                .store
+                .letter_ack(about.as_deref(), report.reference.as_deref())
+                .await
+            {
+                Ok(Some(ack)) => (ack.referral_id, ack.message_id),
+                Ok(None) => return Outcome::Retry(RecordError::Unmatched.to_string()),
+                Err(e) => return Outcome::Retry(format!("ledger: {e}")),
+            }
+        } else {
+            (envelope.referral_id.clone(), report.about.to_string())
+        };
+        let (answer, outcome) = oneshot::channel();
+        let pending = Pending {
+            report,
+            message_id: envelope.message_id.to_string(),
+            referral_id,
+            about,
+            target: envelope.target.clone(),
+            answer,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Outcome::Retry("the report recorder has stopped".to_owned());
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Outcome::Retry("the report recorder has stopped".to_owned()))
+    }
+}
+
+/// A recorded report's audit record, once its batch has committed.
+struct Recorded {
+    answer: oneshot::Sender<Outcome>,
+    audit: Option<crate::audit::Record>,
+}
+
+impl Recorder {
+    /// Take the reports waiting, record them in one transaction and go on to the next while
+    /// that one waits for its commit.
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let mut committing = FuturesUnordered::new();
+        loop {
+            let first = tokio::select! {
+                // First, so that a batch just handed over lets go of the writer (the first
+                // poll of its commit does) before the next batch asks for it.
+                biased;
+                Some(()) = committing.next(), if !committing.is_empty() => continue,
+                first = rx.recv() => match first {
+                    Some(p) => p,
+                    None => break,
+                },
             };
-            let mut tx = self.store.begin().await?;
-            let label = tx
-                .outbox_label(&about)
-                .await?
-                .unwrap_or_else(|| match report.about_kind {
-                    Kind::LetterFiling => "letter".to_owned(),
-                    _ => "referral".to_owned(),
-                });
-            let step = report
-                .step
-                .clone()
-                .unwrap_or_else(|| step_for(&label, report.outcome));
-            let fresh = tx.record_inbox(&envelope.message_id.to_string()).await?;
-            if fresh {
-                let detail = match report.outcome {
-                    ReportOutcome::Acknowledged | ReportOutcome::Rejected => report.detail.clone(),
-                    _ => format!("{} (attempt {})", report.detail, report.attempt),
-                };
-                tx.add_step(&referral_id, &step, &detail).await?;
-                if let Some(copy) = &report.parked {
-                    tx.insert_parked(&ParkedRow {
-                        // The report's own id: a report delivered twice is kept once.
-                        id: envelope.message_id.to_string(),
-                        message_id: report.about.to_string(),
-                        referral_id: referral_id.clone(),
-                        target: envelope.target.clone(),
-                        origin_queue: copy.origin_queue.clone(),
-                        label: label.clone(),
-                        reason: report.detail.clone(),
-                        attempts: i64::from(report.attempt),
-                        parked_ms: crate::store::now_ms(),
-                        envelope: String::from_utf8(copy.envelope.to_bytes()).unwrap_or_default(),
-                        replayed_ms: None,
-                    })
-                    .await?;
+            let tx = match self.store.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = first.answer.send(Outcome::Retry(format!("ledger: {e}")));
+                    continue;
                 }
-                match (report.outcome, &report.reference) {
-                    (ReportOutcome::Sent, Some(reference)) => {
-                        tx.letter_sent(&LetterAck {
-                            message_id: about.clone(),
-                            reference: reference.clone(),
-                            referral_id: referral_id.clone(),
-                            sent_ms: crate::store::now_ms(),
-                        })
-                        .await?
-                    }
-                    (outcome, _) if settles(&step, outcome) => tx.letter_settled(&about).await?,
-                    _ => {}
-                }
-                match report.outcome {
-                    ReportOutcome::Parked => {
-                        tracing::error!(referral = %referral_id, target = %envelope.target, "delivery parked");
-                    }
-                    ReportOutcome::Rejected => {
-                        self.metrics.letter_alerts.inc();
-                        tracing::error!(referral = %referral_id, %step, "ALERT: the GP side refused a letter");
-                    }
-                    _ => {}
+            };
+            // Whatever came while this waited for the writer goes in the same transaction.
+            let mut batch = vec![first];
+            while batch.len() < REPORT_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
                 }
             }
-            tx.commit_unhurried().await?;
-            if !fresh {
-                return Ok(());
+            committing.push(self.record_batch(tx, batch));
+        }
+        while committing.next().await.is_some() {}
+    }
+
+    /// Record `batch` in `tx`, commit it, then answer each report. A failure records none of
+    /// them: each is retried.
+    async fn record_batch(&self, mut tx: crate::store::WriteTx, batch: Vec<Pending>) {
+        let mut recorded = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for p in batch {
+            if failed.is_none() {
+                match self.record_one(&mut tx, &p).await {
+                    Ok(audit) => {
+                        recorded.push(Recorded {
+                            answer: p.answer,
+                            audit,
+                        });
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-            self.audit
-                .record(crate::audit::Record {
-                    at_ms: crate::store::now_ms(),
-                    kind: "delivery",
-                    subtype: format!("{label}-delivery"),
-                    action: crate::audit::Action::Execute,
-                    agent: format!("adapter:{}", envelope.target),
-                    address: None,
-                    entity: Some(referral_id.clone()),
-                    status: match report.outcome {
-                        ReportOutcome::Delivered | ReportOutcome::Acknowledged => 200,
-                        ReportOutcome::Retrying | ReportOutcome::Sent => 202,
-                        ReportOutcome::Parked | ReportOutcome::Rejected => 500,
-                    },
-                    detail: step.clone(),
+            recorded.push(Recorded {
+                answer: p.answer,
+                audit: None,
+            });
+        }
+        let committed = match failed {
+            // Dropped uncommitted: rolled back.
+            Some(e) => {
+                drop(tx);
+                Err(e)
+            }
+            None => tx.commit_unhurried().await,
+        };
+        for r in recorded {
+            let outcome = match &committed {
+                Ok(()) => {
+                    if let Some(record) = r.audit {
+                        self.audit.record(record).await;
+                    }
+                    self.metrics.events_recorded.inc();
+                    Outcome::Delivered("recorded".to_owned())
+                }
+                Err(e) => Outcome::Retry(format!("ledger: {e}")),
+            };
+            let _ = r.answer.send(outcome);
+        }
+    }
+
+    /// One report's writes; its audit record if it was new (a report delivered twice is
+    /// recorded once).
+    async fn record_one(
+        &self,
+        tx: &mut crate::store::WriteTx,
+        p: &Pending,
+    ) -> Result<Option<crate::audit::Record>, crate::store::StoreError> {
+        let report = &p.report;
+        let (referral_id, about) = (&p.referral_id, &p.about);
+        let label = tx
+            .outbox_label(about)
+            .await?
+            .unwrap_or_else(|| match report.about_kind {
+                Kind::LetterFiling => "letter".to_owned(),
+                _ => "referral".to_owned(),
+            });
+        let step = report
+            .step
+            .clone()
+            .unwrap_or_else(|| step_for(&label, report.outcome));
+        if !tx.record_inbox(&p.message_id).await? {
+            return Ok(None);
+        }
+        let detail = match report.outcome {
+            ReportOutcome::Acknowledged | ReportOutcome::Rejected => report.detail.clone(),
+            _ => format!("{} (attempt {})", report.detail, report.attempt),
+        };
+        tx.add_step(referral_id, &step, &detail).await?;
+        if let Some(copy) = &report.parked {
+            tx.insert_parked(&ParkedRow {
+                // The report's own id: a report delivered twice is kept once.
+                id: p.message_id.clone(),
+                message_id: report.about.to_string(),
+                referral_id: referral_id.clone(),
+                target: p.target.clone(),
+                origin_queue: copy.origin_queue.clone(),
+                label: label.clone(),
+                reason: report.detail.clone(),
+                attempts: i64::from(report.attempt),
+                parked_ms: crate::store::now_ms(),
+                envelope: String::from_utf8(copy.envelope.to_bytes()).unwrap_or_default(),
+                replayed_ms: None,
+            })
+            .await?;
+        }
+        match (report.outcome, &report.reference) {
+            (ReportOutcome::Sent, Some(reference)) => {
+                tx.letter_sent(&LetterAck {
+                    message_id: about.clone(),
+                    reference: reference.clone(),
+                    referral_id: referral_id.clone(),
+                    sent_ms: crate::store::now_ms(),
                 })
-                .await;
-            Ok::<_, RecordError>(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                self.metrics.events_recorded.inc();
-                Outcome::Delivered("recorded".to_owned())
+                .await?
             }
-            Err(e @ RecordError::Unmatched) => Outcome::Retry(e.to_string()),
-            Err(e) => Outcome::Retry(format!("ledger: {e}")),
+            (outcome, _) if settles(&step, outcome) => tx.letter_settled(about).await?,
+            _ => {}
         }
+        match report.outcome {
+            ReportOutcome::Parked => {
+                tracing::error!(referral = %referral_id, target = %p.target, "delivery parked");
+            }
+            ReportOutcome::Rejected => {
+                self.metrics.letter_alerts.inc();
+                tracing::error!(referral = %referral_id, %step, "ALERT: the GP side refused a letter");
+            }
+            _ => {}
+        }
+        Ok(Some(crate::audit::Record {
+            at_ms: crate::store::now_ms(),
+            kind: "delivery",
+            subtype: format!("{label}-delivery"),
+            action: crate::audit::Action::Execute,
+            agent: format!("adapter:{}", p.target),
+            address: None,
+            entity: Some(referral_id.clone()),
+            status: match report.outcome {
+                ReportOutcome::Delivered | ReportOutcome::Acknowledged => 200,
+                ReportOutcome::Retrying | ReportOutcome::Sent => 202,
+                ReportOutcome::Parked | ReportOutcome::Rejected => 500,
+            },
+            detail: step,
+        }))
     }
 }
 
