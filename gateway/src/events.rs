@@ -376,6 +376,78 @@ impl Handler for ReportRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signpost_bus::consume::Meta;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_that_wait_together_are_each_recorded_once_in_order_and_answered() {
+        let dir = std::env::temp_dir().join(format!(
+            "signpost-reports-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), stop.clone());
+        let recorder = ReportRecorder::start(store.clone(), Arc::new(Metrics::default()), audit);
+        let report = |attempt: u32| {
+            Envelope::new(
+                Kind::DeliveryReport,
+                "c1",
+                "r1",
+                "ep1",
+                None,
+                DeliveryReport {
+                    about: uuid::Uuid::now_v7(),
+                    about_kind: Kind::ReferralMessage,
+                    outcome: ReportOutcome::Retrying,
+                    attempt,
+                    detail: "scheme unavailable".to_owned(),
+                    at: "2026-12-05T10:00:00Z".to_owned(),
+                    parked: None,
+                    reference: None,
+                    step: None,
+                },
+            )
+        };
+        let reports: Vec<Envelope> = (1..=20).map(report).collect();
+        let meta = Meta {
+            attempt: 1,
+            routing_key: "ep1".to_owned(),
+        };
+        // The writer is taken while the reports arrive, so they wait for it together; the fifth
+        // comes again at the end, as a redelivery would.
+        let held = store.begin().await.unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            held.commit().await.unwrap();
+        });
+        let outcomes = futures_util::future::join_all(
+            reports
+                .iter()
+                .chain([&reports[4]])
+                .map(|e| recorder.handle(e, &meta)),
+        )
+        .await;
+        release.await.unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| *o == Outcome::Delivered("recorded".to_owned())),
+            "{outcomes:?}"
+        );
+        let steps = store.timeline("r1").await.unwrap();
+        let details: Vec<String> = steps.iter().map(|s| s.detail.clone()).collect();
+        let expected: Vec<String> = (1..=20)
+            .map(|n| format!("scheme unavailable (attempt {n})"))
+            .collect();
+        assert_eq!(details, expected);
+        assert!(steps.iter().all(|s| s.step == "referral-retrying"));
+        stop.cancel();
+        audit_writer.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn steps_name_what_was_delivered() {
