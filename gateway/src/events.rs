@@ -13,10 +13,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use signpost_bus::consume::HandlerFuture;
 use signpost_bus::envelope::{DeliveryReport, ReportOutcome};
 use signpost_bus::{Envelope, Handler, Kind, Outcome};
-
-use crate::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::store::{LetterAck, ParkedRow, Store};
 
 /// Records delivery reports. Each report is handed to one task that records every report
@@ -68,17 +67,12 @@ fn settles(step: &str, outcome: ReportOutcome) -> bool {
     outcome == ReportOutcome::Rejected || step == "letter-filed"
 }
 
-/// Why a report cannot be recorded yet.
-#[derive(Debug, thiserror::Error)]
-enum RecordError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("no letter sent over MESH matches the report (yet)")]
-    Unmatched,
-}
+/// Why a report from a MESH inbox cannot be recorded yet.
+const UNMATCHED: &str = "no letter sent over MESH matches the report (yet)";
 
 impl ReportRecorder {
-    /// Start the recorder task; it ends once this and every clone of the handler are dropped.
+    /// Start the recorder task; it ends, once the batches it began are answered, when this is
+    /// dropped.
     pub fn start(store: Store, metrics: Arc<Metrics>, audit: crate::audit::Audit) -> Self {
         let (queue, rx) = mpsc::channel(REPORT_BATCH * 4);
         let recorder = Recorder {
@@ -110,7 +104,7 @@ impl ReportRecorder {
                 .await
             {
                 Ok(Some(ack)) => (ack.referral_id, ack.message_id),
-                Ok(None) => return Outcome::Retry(RecordError::Unmatched.to_string()),
+                Ok(None) => return Outcome::Retry(UNMATCHED.to_owned()),
                 Err(e) => return Outcome::Retry(format!("ledger: {e}")),
             }
         } else {
@@ -132,12 +126,6 @@ impl ReportRecorder {
             .await
             .unwrap_or_else(|_| Outcome::Retry("the report recorder has stopped".to_owned()))
     }
-}
-
-/// A recorded report's audit record, once its batch has committed.
-struct Recorded {
-    answer: oneshot::Sender<Outcome>,
-    audit: Option<crate::audit::Record>,
 }
 
 impl Recorder {
@@ -176,50 +164,57 @@ impl Recorder {
         while committing.next().await.is_some() {}
     }
 
-    /// Record `batch` in `tx`, commit it, then answer each report. A failure records none of
-    /// them: each is retried.
+    /// Record `batch` in `tx`, commit it, then answer each report. If a report's writes fail,
+    /// the batch is rolled back and each report is recorded again in a transaction of its own,
+    /// so that one report that cannot be recorded holds back none of the others.
     async fn record_batch(&self, mut tx: crate::store::WriteTx, batch: Vec<Pending>) {
-        let mut recorded = Vec::with_capacity(batch.len());
-        let mut failed = None;
+        let mut audits = Vec::with_capacity(batch.len());
+        for p in &batch {
+            match self.record_one(&mut tx, p).await {
+                Ok(audit) => audits.push(audit),
+                Err(_) => break,
+            }
+        }
+        if audits.len() == batch.len() {
+            let committed = tx.commit_unhurried().await.map_err(|e| e.to_string());
+            for (p, audit) in batch.into_iter().zip(audits) {
+                self.answer(p.answer, committed.clone().map(|()| audit))
+                    .await;
+            }
+            return;
+        }
+        // Dropped uncommitted: rolled back.
+        drop(tx);
         for p in batch {
-            if failed.is_none() {
-                match self.record_one(&mut tx, &p).await {
-                    Ok(audit) => {
-                        recorded.push(Recorded {
-                            answer: p.answer,
-                            audit,
-                        });
-                        continue;
-                    }
-                    Err(e) => failed = Some(e),
-                }
+            let alone = async {
+                let mut tx = self.store.begin().await?;
+                let audit = self.record_one(&mut tx, &p).await?;
+                tx.commit_unhurried().await?;
+                Ok::<_, crate::store::StoreError>(audit)
             }
-            recorded.push(Recorded {
-                answer: p.answer,
-                audit: None,
-            });
+            .await;
+            self.answer(p.answer, alone.map_err(|e| e.to_string()))
+                .await;
         }
-        let committed = match failed {
-            // Dropped uncommitted: rolled back.
-            Some(e) => {
-                drop(tx);
-                Err(e)
+    }
+
+    /// Answer a report once its writes committed (keeping its audit record) or failed.
+    async fn answer(
+        &self,
+        answer: oneshot::Sender<Outcome>,
+        result: Result<Option<crate::audit::Record>, String>,
+    ) {
+        let outcome = match result {
+            Ok(audit) => {
+                if let Some(record) = audit {
+                    self.audit.record(record).await;
+                }
+                self.metrics.events_recorded.inc();
+                Outcome::Delivered("recorded".to_owned())
             }
-            None => tx.commit_unhurried().await,
+            Err(e) => Outcome::Retry(format!("ledger: {e}")),
         };
-        for r in recorded {
-            let outcome = match &committed {
-                Ok(()) => {
-                    if let Some(record) = r.audit {
-                        self.audit.record(record).await;
-                    }
-                    self.metrics.events_recorded.inc();
-                    Outcome::Delivered("recorded".to_owned())
-                }
-                Err(e) => Outcome::Retry(format!("ledger: {e}")),
-            };
-            let _ = r.answer.send(outcome);
-        }
+        let _ = answer.send(outcome);
     }
 
     /// One report's writes; its audit record if it was new (a report delivered twice is
@@ -378,75 +373,140 @@ mod tests {
     use super::*;
     use signpost_bus::consume::Meta;
 
+    /// A recorder on a fresh SQLite ledger in its own directory.
+    struct Fixture {
+        store: Store,
+        recorder: ReportRecorder,
+        stop: tokio_util::sync::CancellationToken,
+        audit_writer: tokio::task::JoinHandle<()>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "signpost-reports-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+                .await
+                .unwrap();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), stop.clone());
+            let recorder =
+                ReportRecorder::start(store.clone(), Arc::new(Metrics::default()), audit);
+            Fixture {
+                store,
+                recorder,
+                stop,
+                audit_writer,
+                dir,
+            }
+        }
+
+        /// Hand every report to the recorder while the ledger's writer is taken, so that they
+        /// wait for it together; their outcomes in the same order.
+        async fn record_together(&self, reports: &[&Envelope]) -> Vec<Outcome> {
+            let meta = Meta {
+                attempt: 1,
+                routing_key: "ep1".to_owned(),
+            };
+            let held = self.store.begin().await.unwrap();
+            let release = tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                held.commit().await.unwrap();
+            });
+            let outcomes = futures_util::future::join_all(
+                reports.iter().map(|e| self.recorder.handle(e, &meta)),
+            )
+            .await;
+            release.await.unwrap();
+            outcomes
+        }
+
+        /// The details of referral `r1`'s timeline steps.
+        async fn details(&self) -> Vec<String> {
+            let steps = self.store.timeline("r1").await.unwrap();
+            assert!(steps.iter().all(|s| s.step.starts_with("referral-")));
+            steps.into_iter().map(|s| s.detail).collect()
+        }
+
+        async fn end(self) {
+            self.stop.cancel();
+            self.audit_writer.await.unwrap();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A report on referral `r1`: its message is being retried, at `attempt`.
+    fn report(attempt: u32) -> Envelope {
+        Envelope::new(
+            Kind::DeliveryReport,
+            "c1",
+            "r1",
+            "ep1",
+            None,
+            DeliveryReport {
+                about: uuid::Uuid::now_v7(),
+                about_kind: Kind::ReferralMessage,
+                outcome: ReportOutcome::Retrying,
+                attempt,
+                detail: "scheme unavailable".to_owned(),
+                at: "2026-12-05T10:00:00Z".to_owned(),
+                parked: None,
+                reference: None,
+                step: None,
+            },
+        )
+    }
+
+    fn attempts(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+        range
+            .map(|n| format!("scheme unavailable (attempt {n})"))
+            .collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reports_that_wait_together_are_each_recorded_once_in_order_and_answered() {
-        let dir = std::env::temp_dir().join(format!(
-            "signpost-reports-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
-            .await
-            .unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), stop.clone());
-        let recorder = ReportRecorder::start(store.clone(), Arc::new(Metrics::default()), audit);
-        let report = |attempt: u32| {
-            Envelope::new(
-                Kind::DeliveryReport,
-                "c1",
-                "r1",
-                "ep1",
-                None,
-                DeliveryReport {
-                    about: uuid::Uuid::now_v7(),
-                    about_kind: Kind::ReferralMessage,
-                    outcome: ReportOutcome::Retrying,
-                    attempt,
-                    detail: "scheme unavailable".to_owned(),
-                    at: "2026-12-05T10:00:00Z".to_owned(),
-                    parked: None,
-                    reference: None,
-                    step: None,
-                },
-            )
-        };
+        let f = Fixture::new().await;
         let reports: Vec<Envelope> = (1..=20).map(report).collect();
-        let meta = Meta {
-            attempt: 1,
-            routing_key: "ep1".to_owned(),
-        };
-        // The writer is taken while the reports arrive, so they wait for it together; the fifth
-        // comes again at the end, as a redelivery would.
-        let held = store.begin().await.unwrap();
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            held.commit().await.unwrap();
-        });
-        let outcomes = futures_util::future::join_all(
-            reports
-                .iter()
-                .chain([&reports[4]])
-                .map(|e| recorder.handle(e, &meta)),
-        )
-        .await;
-        release.await.unwrap();
-        assert!(
-            outcomes
-                .iter()
-                .all(|o| *o == Outcome::Delivered("recorded".to_owned())),
-            "{outcomes:?}"
-        );
-        let steps = store.timeline("r1").await.unwrap();
-        let details: Vec<String> = steps.iter().map(|s| s.detail.clone()).collect();
-        let expected: Vec<String> = (1..=20)
-            .map(|n| format!("scheme unavailable (attempt {n})"))
-            .collect();
-        assert_eq!(details, expected);
-        assert!(steps.iter().all(|s| s.step == "referral-retrying"));
-        stop.cancel();
-        audit_writer.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        // The fifth comes again at the end, as a redelivery would.
+        let mut all: Vec<&Envelope> = reports.iter().collect();
+        all.push(&reports[4]);
+        let outcomes = f.record_together(&all).await;
+        let recorded = Outcome::Delivered("recorded".to_owned());
+        assert!(outcomes.iter().all(|o| *o == recorded), "{outcomes:?}");
+        assert_eq!(f.details().await, attempts(1..=20));
+        f.end().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_that_cannot_be_recorded_holds_back_none_of_those_waiting_with_it() {
+        let f = Fixture::new().await;
+        let reports: Vec<Envelope> = (1..=5).map(report).collect();
+        // The third report's step is refused by the ledger however often it is tried.
+        rusqlite::Connection::open(f.dir.join("ledger.db"))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_third BEFORE INSERT ON timeline
+                 WHEN NEW.detail LIKE '%(attempt 3)' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+
+        let outcomes = f.record_together(&reports.iter().collect::<Vec<_>>()).await;
+        let recorded = Outcome::Delivered("recorded".to_owned());
+        for (i, o) in outcomes.iter().enumerate() {
+            if i == 2 {
+                assert!(matches!(o, Outcome::Retry(_)), "{o:?}");
+            } else {
+                assert_eq!(*o, recorded, "report {}", i + 1);
+            }
+        }
+        let mut expected = attempts(1..=2);
+        expected.extend(attempts(4..=5));
+        assert_eq!(f.details().await, expected);
+        f.end().await;
     }
 
     #[test]
