@@ -38,6 +38,7 @@ struct Pending {
 }
 
 /// What the recorder task needs.
+#[derive(Clone)]
 struct Recorder {
     store: Store,
     metrics: Arc<Metrics>,
@@ -185,17 +186,23 @@ impl Recorder {
         }
         // Dropped uncommitted: rolled back.
         drop(tx);
-        for p in batch {
-            let alone = async {
-                let mut tx = self.store.begin().await?;
-                let audit = self.record_one(&mut tx, &p).await?;
-                tx.commit_unhurried().await?;
-                Ok::<_, crate::store::StoreError>(audit)
-            }
-            .await;
-            self.answer(p.answer, alone.map_err(|e| e.to_string()))
+        // On a task of its own: the writer would be handed to a `begin` of this future's while
+        // the recorder's loop, the only one polling it, waits for the writer itself.
+        let recorder = self.clone();
+        tokio::spawn(async move {
+            for p in batch {
+                let alone = async {
+                    let mut tx = recorder.store.begin().await?;
+                    let audit = recorder.record_one(&mut tx, &p).await?;
+                    tx.commit_unhurried().await?;
+                    Ok::<_, crate::store::StoreError>(audit)
+                }
                 .await;
-        }
+                recorder
+                    .answer(p.answer, alone.map_err(|e| e.to_string()))
+                    .await;
+            }
+        });
     }
 
     /// Answer a report once its writes committed (keeping its audit record) or failed.
