@@ -145,7 +145,18 @@ impl Recorder {
                     None => break,
                 },
             };
-            let tx = match self.store.begin().await {
+            // Batches handed over go on being polled meanwhile: on PostgreSQL each holds a
+            // pooled connection until its COMMIT's answer is read.
+            let begin = self.store.begin();
+            tokio::pin!(begin);
+            let begun = loop {
+                tokio::select! {
+                    biased;
+                    Some(()) = committing.next(), if !committing.is_empty() => {}
+                    begun = &mut begin => break begun,
+                }
+            };
+            let tx = match begun {
                 Ok(tx) => tx,
                 Err(e) => {
                     let _ = first.answer.send(Outcome::Retry(format!("ledger: {e}")));
@@ -396,9 +407,12 @@ mod tests {
                 uuid::Uuid::new_v4().simple()
             ));
             std::fs::create_dir_all(&dir).unwrap();
-            let store = Store::connect(&format!("sqlite://{}/ledger.db", dir.display()))
-                .await
-                .unwrap();
+            let url = format!("sqlite://{}/ledger.db", dir.display());
+            Self::on(&url, dir).await
+        }
+
+        async fn on(url: &str, dir: std::path::PathBuf) -> Self {
+            let store = Store::connect(url).await.unwrap();
             let stop = tokio_util::sync::CancellationToken::new();
             let (audit, audit_writer) = crate::audit::Audit::start(store.clone(), stop.clone());
             let recorder =
@@ -486,6 +500,43 @@ mod tests {
         assert!(outcomes.iter().all(|o| *o == recorded), "{outcomes:?}");
         assert_eq!(f.details().await, attempts(1..=20));
         f.end().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_that_wait_together_are_each_recorded_once_on_postgresql_too() {
+        use sqlx::Executor;
+        let admin_url = std::env::var("SIGNPOST_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&admin_url)
+            .await
+            .expect("PostgreSQL on SIGNPOST_TEST_POSTGRES_URL");
+        let name = format!("signpost_reports_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let dir = std::env::temp_dir().join(&name);
+        let f = Fixture::on(&format!("{base}/{name}"), dir).await;
+        // More reports than the pool has connections, each batch's COMMIT in flight while the
+        // next batch begins.
+        let reports: Vec<Envelope> = (1..=60).map(report).collect();
+        let outcomes = f.record_together(&reports.iter().collect::<Vec<_>>()).await;
+        let recorded = Outcome::Delivered("recorded".to_owned());
+        assert!(outcomes.iter().all(|o| *o == recorded), "{outcomes:?}");
+        // Each once. (Order is not asserted here: on PostgreSQL transactions that overlap can
+        // number a referral's steps alike.)
+        let mut details = f.details().await;
+        details.sort();
+        let mut expected = attempts(1..=60);
+        expected.sort();
+        assert_eq!(details, expected);
+        f.end().await;
+        admin
+            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
