@@ -345,27 +345,10 @@ async fn the_ledger_keeps_its_contract_on_sqlite() {
 
 #[tokio::test]
 async fn the_ledger_keeps_its_contract_on_postgresql() {
-    let admin_url = std::env::var("SIGNPOST_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&admin_url)
-        .await
-        .expect("PostgreSQL on SIGNPOST_TEST_POSTGRES_URL");
-    let name = format!("signpost_test_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("SIGNPOST_TEST_POSTGRES_URL needs a database path"),
-    };
-    let store = Store::connect(&url).await.unwrap();
-    audit_is_append_only(&store, &url).await;
-    contract(store.clone(), &url).await;
+    let db = crate::Postgres::create().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    audit_is_append_only(&store, &db.url).await;
+    contract(store.clone(), &db.url).await;
     drop(store);
-    admin
-        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
+    db.drop().await;
 }
