@@ -103,6 +103,8 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        // Rows are read as soon as they are committed; none leaves before it is on disk.
+        self.store.synced().await?;
         let mut set_aside: Vec<(&OutboxRow, String)> = Vec::new();
         let mut publishable = Vec::with_capacity(rows.len());
         let mut msgs = Vec::with_capacity(rows.len());

@@ -1,7 +1,7 @@
 //! The ledger: referrals, their timelines, the answers to processed requests, the outbox, the
-//! inbox of processed bus messages, and letters. SQLite by default (one file, WAL, synchronous
-//! FULL: durable at commit), PostgreSQL for several replicas; one portable schema, reached
-//! through sqlx's `Any` driver.
+//! inbox of processed bus messages, and letters. SQLite by default (one file, WAL, a write
+//! answered only once the WAL is synced), PostgreSQL for several replicas; one portable schema,
+//! reached through sqlx's `Any` driver.
 //!
 //! Writes go through a [`WriteTx`]: everything a request changes (its answer, the referral, the
 //! timeline, the outbox rows) commits together or not at all, so an HTTP answer is only sent for
@@ -14,6 +14,7 @@
 //! This module stores and fetches; what the rows mean is `referral.rs`'s business.
 
 mod stmt;
+mod wal_sync;
 mod writer;
 
 use std::sync::Arc;
@@ -40,7 +41,9 @@ pub enum StoreError {
     #[error("ledger: the request's time budget ran out before commit")]
     PastDeadline,
     /// The write did not commit: the batch it joined was lost (a failed `COMMIT`, or SQLite
-    /// rolled the transaction back by itself, as on a full disk). Nothing of it is on disk.
+    /// rolled the transaction back by itself, as on a full disk), and nothing of it is on disk;
+    /// or, on SQLite, the sync of the WAL after its `COMMIT` failed, and whether it survives a
+    /// crash is unknown (a retry of the request is then refused as a repeat if it did).
     #[error("ledger: the write was not committed")]
     NotCommitted,
 }
@@ -492,6 +495,17 @@ impl Store {
     /// Whether the store answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// Wait until every write committed before this call is durable. On SQLite a batch is
+    /// visible to readers from its `COMMIT`, a moment before the WAL's sync (see [`wal_sync`])
+    /// returns: whatever leaves the gateway because of a read waits for this first. On
+    /// PostgreSQL a commit is durable before it is visible.
+    pub async fn synced(&self) -> Result<(), StoreError> {
+        match &self.writer {
+            Some(writer) => writer.synced().await,
+            None => Ok(()),
+        }
     }
 
     /// Begin a write transaction. On SQLite this waits for the writer (write transactions run

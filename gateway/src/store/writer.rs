@@ -1,15 +1,17 @@
 //! Group commit on SQLite: one writer connection, one open batch transaction, and every
 //! [`WriteTx`](super::WriteTx) a savepoint inside it.
 //!
-//! Each commit on SQLite (WAL, synchronous FULL) is an fsync, and with one commit per request
-//! the disk, not the gateway, set the pace. Here a write transaction is a member of a batch:
+//! Each durable commit on SQLite (WAL) is an fsync, and with one commit per request the disk,
+//! not the gateway, set the pace. Here a write transaction is a member of a batch:
 //! the first member opens the batch (`BEGIN IMMEDIATE`), each member runs inside `SAVEPOINT w`
 //! while it holds the writer (members run one at a time), and a member that commits releases
 //! its savepoint into the batch and waits. A settle task, queued on the writer behind the
-//! members already waiting for it (the lock is fair), then issues one `COMMIT` for all of them
-//! and answers each. Under load the batch is everyone who queued meanwhile; alone, a member is
-//! committed at once. Nothing is answered `Ok` before its batch's `COMMIT` returned, so "durable
-//! before acknowledged" holds per member.
+//! members already waiting for it (the lock is fair), then issues one `COMMIT` for all of them,
+//! lets go of the writer, and has each answered once the WAL is synced: the sync runs on a
+//! thread of its own while the next batch runs its statements (see [`super::wal_sync`]). Under
+//! load the batch is everyone who queued meanwhile; alone, a member is committed at once.
+//! Nothing is answered `Ok` before its batch's `COMMIT` returned and a sync of the WAL begun
+//! after it returned, so "durable before acknowledged" holds per member.
 //!
 //! Work no one waits on (the outbox relay's marks, the audit trail, delivery reports) commits
 //! unhurried: it joins the batch but does not ask for a settle, and rides on the next member
@@ -19,14 +21,16 @@
 //! The writer connection is rusqlite's, not sqlx's: a member's statements run synchronously on
 //! the task that holds the writer (inside an open batch they never wait for the disk), where
 //! each statement through sqlx was two hops between threads, and the hops, not SQLite, set how
-//! many members a second could pass through the one writer. Only `BEGIN IMMEDIATE` (which may
-//! wait for another process) and `COMMIT` (the fsync) go to a blocking thread. Reads stay on
-//! sqlx's pool.
+//! many members a second could pass through the one writer. `COMMIT` runs there too: without
+//! the sync it writes the batch's pages to the WAL in the page cache. Only `BEGIN IMMEDIATE`
+//! when another process holds the write lock, and the checkpoint the writer catches up, go to a
+//! blocking thread. Reads stay on sqlx's pool.
 //!
 //! A member that fails or is dropped rolls back to its savepoint, and the others in the batch
 //! are untouched. When the batch itself is lost (SQLite rolls a transaction back by itself on a
-//! full disk or an I/O error, a `COMMIT` fails, or a statement that begins or ends a transaction
-//! was interrupted so that what the connection has open is unknown), every member waiting on it
+//! full disk or an I/O error, a `COMMIT` fails, a sync of the WAL failed, or a statement that
+//! begins or ends a transaction was interrupted so that what the connection has open is
+//! unknown), every member waiting on it
 //! is answered [`StoreError::NotCommitted`] and the connection is closed (which rolls back
 //! whatever it had open); the next member opens a fresh one. The connection is never used again
 //! in a state this module did not see through: that is what left the ledger "database is
@@ -42,11 +46,15 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
 use super::stmt::Stmt;
+use super::wal_sync::Syncs;
 use super::StoreError;
 
 /// The SQLite writer: one connection, taken by one member (or the settle task) at a time.
 #[derive(Clone)]
-pub(super) struct Writer(Arc<Mutex<State>>);
+pub(super) struct Writer {
+    state: Arc<Mutex<State>>,
+    syncs: Syncs,
+}
 
 pub(super) struct State {
     path: PathBuf,
@@ -62,8 +70,10 @@ pub(super) struct State {
     /// dropped): what the connection has open is unknown, so it is not used again.
     unsure: bool,
     /// Members whose savepoints were released into the open batch, waiting for its end: `true`
-    /// once it committed, `false` (or the sender dropped) if it did not.
+    /// once it committed and the WAL was synced, `false` (or the sender dropped) if not.
     waiters: Vec<oneshot::Sender<bool>>,
+    /// The thread that syncs the WAL after each `COMMIT` (see [`super::wal_sync`]).
+    syncs: Syncs,
     /// A settle task is spawned and has not yet taken the writer.
     settle_pending: bool,
     /// A settle task is waiting out `unhurried_wait` for members that committed unhurried.
@@ -86,7 +96,10 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // A COMMIT writes its frames to the WAL and returns; the WAL is synced after the writer is
+    // let go, and the batch answered after that (see [`super::wal_sync`]). SQLite still syncs
+    // the WAL before each checkpoint and the database file after it.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     // The WAL is copied back into the database by the checkpointer (see [`checkpoints`]), not
     // by whichever COMMIT crosses the threshold while the writer waits; this one steps in only
     // if the checkpointer falls far behind.
@@ -226,34 +239,45 @@ impl Writer {
                 .await
                 .map_err(|_| StoreError::NotCommitted)??
         };
+        let syncs = Syncs::start(&path).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let catch_up = Arc::new(AtomicBool::new(false));
         tokio::spawn(checkpoints(
             path.clone(),
             CHECKPOINT_EVERY,
             catch_up.clone(),
         ));
-        Ok(Writer(Arc::new(Mutex::new(State {
-            path,
-            conn: Some(conn),
-            in_batch: false,
-            savepoint: false,
-            unsure: false,
-            waiters: Vec::new(),
-            settle_pending: false,
-            unhurried_pending: false,
-            unhurried_wait: UNHURRIED_WAIT,
-            catch_up,
-        }))))
+        Ok(Writer {
+            state: Arc::new(Mutex::new(State {
+                path,
+                conn: Some(conn),
+                in_batch: false,
+                savepoint: false,
+                unsure: false,
+                waiters: Vec::new(),
+                syncs: syncs.clone(),
+                settle_pending: false,
+                unhurried_pending: false,
+                unhurried_wait: UNHURRIED_WAIT,
+                catch_up,
+            })),
+            syncs,
+        })
+    }
+
+    /// Wait until everything committed before this call is on disk (a batch is visible to
+    /// readers from its `COMMIT`, a moment before its sync returns).
+    pub(super) async fn synced(&self) -> Result<(), StoreError> {
+        self.syncs.synced().await
     }
 
     /// Take the writer and open a member's savepoint in the batch (opening the batch if none
     /// is). Waits for the members ahead.
     pub(super) async fn begin(&self) -> Result<Member, StoreError> {
-        let guard = self.0.clone().lock_owned().await;
+        let guard = self.state.clone().lock_owned().await;
         // Made before anything can fail or be interrupted, so that its drop always schedules
         // the batch's end.
         let mut member = Member {
-            writer: self.0.clone(),
+            writer: self.state.clone(),
             state: Some(guard),
         };
         let s = member.state()?;
@@ -340,6 +364,12 @@ impl State {
     /// savepoint its member left open, or give the connection up if its state is unknown or the
     /// rollback fails (then SQLite has rolled the whole batch back by itself).
     fn recover(&mut self) {
+        if self.syncs.take_failure() {
+            // The kernel may have dropped the pages that failed to reach the disk: nothing on
+            // this connection is trusted any more.
+            self.reset("syncing the WAL failed");
+            return;
+        }
         if self.unsure {
             self.reset("a statement beginning or ending a transaction was interrupted");
             return;
@@ -431,14 +461,19 @@ async fn settle(writer: Arc<Mutex<State>>, pending: Pending) {
     } else {
         "COMMIT"
     };
-    match s.blocking(end).await {
+    // Here, not on a blocking thread: without the sync (see [`super::wal_sync`]) a COMMIT
+    // writes the batch's frames to the WAL (into the page cache) and returns.
+    s.syncs.commit_begins();
+    let ended = s.control(end);
+    s.syncs.commit_ended();
+    match ended {
         Ok(()) => {
             s.in_batch = false;
             if waiters.len() > 1 {
                 tracing::trace!(members = waiters.len(), "ledger: group commit");
             }
-            for w in waiters {
-                let _ = w.send(true);
+            if !waiters.is_empty() {
+                s.syncs.after_sync(waiters);
             }
             // Between two batches, so nothing is committed meanwhile: this copies the frames
             // committed since the checkpointer's pass (whose pages it already synced) and
@@ -630,7 +665,7 @@ mod tests {
     #[tokio::test]
     async fn an_unhurried_member_waits_for_the_next_member_that_commits_and_rides_on_its_commit() {
         let (writer, dir) = writer().await;
-        writer.0.lock().await.unhurried_wait = Duration::from_secs(600);
+        writer.state.lock().await.unhurried_wait = Duration::from_secs(600);
         let mut u = writer.begin().await.unwrap();
         insert(&mut u, "u").await.unwrap();
         let u = tokio::spawn(u.commit_unhurried());
@@ -651,6 +686,34 @@ mod tests {
             .unwrap();
         assert_eq!(on_disk(&dir).await, ["f", "u"]);
         no_write_lock_held(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_member_is_answered_only_once_the_wal_is_synced_after_its_commit() {
+        let (writer, dir) = writer().await;
+        let release = writer.syncs.hold();
+        let mut m = writer.begin().await.unwrap();
+        insert(&mut m, "m").await.unwrap();
+        let m = tokio::spawn(m.commit());
+        // Committed (readers see it, and the writer is free for the next batch)...
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while on_disk(&dir).await.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut next = writer.begin().await.unwrap();
+        insert(&mut next, "n").await.unwrap();
+        next.rollback();
+        // ...but not answered while the WAL is not synced.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!m.is_finished(), "answered before the WAL was synced");
+        drop(release);
+        tokio::time::timeout(Duration::from_secs(5), m)
+            .await
+            .expect("answered once synced")
+            .unwrap()
+            .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
