@@ -1031,6 +1031,16 @@ impl WriteTx {
         if steps.is_empty() {
             return Ok(());
         }
+        if let Tx::Own(_) = &self.inner {
+            // PostgreSQL: transactions that overlap would each read the same last number under
+            // their own snapshots. The referral's row lock puts them in turn, and the insert, a
+            // statement begun once the lock is granted, reads what the one before committed.
+            // (SQLite's writer runs one transaction at a time.)
+            self.exec(
+                Stmt::new("SELECT 1 FROM referrals WHERE id = $1 FOR UPDATE").text(referral_id),
+            )
+            .await?;
+        }
         let rows: Vec<String> = (0..steps.len())
             .map(|i| {
                 let b = 3 + i * 3;

@@ -5,7 +5,8 @@ use serde_json::json;
 use signpost_gateway::store::{OutboxRow, ReferralJson, ReferralRow, Store, StoreError};
 use sqlx::Executor;
 
-fn referral(id: &str, source_bundle: &str) -> ReferralRow {
+/// A referral row with its own keys, from source Bundle `source_bundle`.
+pub(crate) fn referral(id: &str, source_bundle: &str) -> ReferralRow {
     ReferralRow {
         id: id.to_owned(),
         task_id: format!("task-{id}"),
@@ -133,6 +134,38 @@ async fn concurrent_writers(store: &Store) {
             "{id}"
         );
     }
+}
+
+/// Steps added to one referral by transactions at once are numbered one after another, none
+/// alike, in the order the transactions committed.
+async fn steps_added_at_once_are_numbered_in_turn(store: &Store, url: &str) {
+    let id = "numbered";
+    let r = referral(id, "b-numbered");
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_referral(&r, &ReferralJson::of(&r)).await.unwrap();
+    tx.commit().await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.add_step(id, "step", &i.to_string()).await.unwrap();
+                tx.commit().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM timeline WHERE referral_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(seqs, (1..=16).collect::<Vec<i64>>());
+    pool.close().await;
 }
 
 async fn contract(store: Store, url: &str) {
@@ -324,6 +357,7 @@ async fn contract(store: Store, url: &str) {
     assert!(store.ping().await);
 
     concurrent_writers(&store).await;
+    steps_added_at_once_are_numbered_in_turn(&store, url).await;
 }
 
 #[tokio::test]

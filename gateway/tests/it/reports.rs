@@ -10,7 +10,7 @@ use signpost_bus::{Envelope, Handler, Kind, Outcome};
 use signpost_gateway::audit::Audit;
 use signpost_gateway::events::ReportRecorder;
 use signpost_gateway::metrics::Metrics;
-use signpost_gateway::store::Store;
+use signpost_gateway::store::{ReferralJson, Store};
 
 /// A recorder on a fresh SQLite ledger in its own directory.
 struct Fixture {
@@ -34,6 +34,13 @@ impl Fixture {
 
     async fn on(url: &str, dir: std::path::PathBuf) -> Self {
         let store = Store::connect(url).await.unwrap();
+        // The referral the reports are about.
+        let r1 = crate::ledger::referral("r1", "b-r1");
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_referral(&r1, &ReferralJson::of(&r1))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
         let (audit, audit_writer) = Audit::start(store.clone(), stop.clone());
         let recorder = ReportRecorder::start(store.clone(), Arc::new(Metrics::default()), audit);
@@ -132,13 +139,9 @@ async fn reports_that_wait_together_are_each_recorded_once_on_postgresql_too() {
     let outcomes = f.record_together(&reports.iter().collect::<Vec<_>>()).await;
     let recorded = Outcome::Delivered("recorded".to_owned());
     assert!(outcomes.iter().all(|o| *o == recorded), "{outcomes:?}");
-    // Each once. (Order is not asserted here: on PostgreSQL transactions that overlap can
-    // number a referral's steps alike.)
-    let mut details = f.details().await;
-    details.sort();
-    let mut expected = attempts(1..=60);
-    expected.sort();
-    assert_eq!(details, expected);
+    // Each once, in order: a batch that begins while the one before commits waits for the
+    // referral's row and numbers its steps after that one's.
+    assert_eq!(f.details().await, attempts(1..=60));
     f.end().await;
     db.drop().await;
 }
