@@ -12,7 +12,8 @@
 //!
 //! A committed batch is visible to readers before its sync returns. What leaves the gateway
 //! because of a read (the outbox relay's publishes) first waits for [`Syncs::synced`], a sync
-//! begun after the read.
+//! begun after the read (always: rows may also come from another process, such as
+//! `signpost parked replay`, whose own sync may not have returned yet).
 //!
 //! The file is followed by identity, not kept by path: if SQLite ever makes a new WAL file (after
 //! every connection closed), the next sync opens it, and syncs the directory once so that the
@@ -23,7 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -43,16 +44,6 @@ pub(super) struct Syncs {
     file: Arc<Mutex<WalFile>>,
     /// Set when a sync failed; the writer gives its connection up when it next sees it.
     failed: Arc<AtomicBool>,
-    /// `COMMIT`s begun, `COMMIT`s ended (whether they succeeded or not), and how many ended
-    /// before the last sync that succeeded began.
-    counts: Arc<Counts>,
-}
-
-#[derive(Default)]
-struct Counts {
-    begun: AtomicU64,
-    ended: AtomicU64,
-    synced: AtomicU64,
 }
 
 impl Syncs {
@@ -61,9 +52,7 @@ impl Syncs {
         let (jobs, queued) = mpsc::channel::<Waiters>();
         let file = Arc::new(Mutex::new(WalFile::of(db)));
         let failed = Arc::new(AtomicBool::new(false));
-        let counts = Arc::new(Counts::default());
         let syncs = Syncs {
-            counts: counts.clone(),
             jobs,
             #[cfg(test)]
             file: file.clone(),
@@ -71,18 +60,8 @@ impl Syncs {
         };
         std::thread::Builder::new()
             .name("ledger-sync".into())
-            .spawn(move || run(&queued, &file, &failed, &counts))?;
+            .spawn(move || run(&queued, &file, &failed))?;
         Ok(syncs)
-    }
-
-    /// A `COMMIT` begins (a batch may be visible to readers before it returns).
-    pub(super) fn commit_begins(&self) {
-        self.counts.begun.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The `COMMIT` begun last has returned, whether it succeeded or not.
-    pub(super) fn commit_ended(&self) {
-        self.counts.ended.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Answer `waiters` once the WAL is on disk with everything written to it before this call.
@@ -96,13 +75,8 @@ impl Syncs {
         }
     }
 
-    /// Wait until everything committed before this call is on disk: at once if every `COMMIT`
-    /// begun so far ended before a sync that succeeded began.
+    /// Wait until everything committed before this call is on disk.
     pub(super) async fn synced(&self) -> Result<(), StoreError> {
-        let begun = self.counts.begun.load(Ordering::Acquire);
-        if self.counts.synced.load(Ordering::Acquire) >= begun {
-            return Ok(());
-        }
         let (tx, rx) = oneshot::channel();
         self.after_sync(vec![tx]);
         match rx.await {
@@ -134,25 +108,15 @@ impl Syncs {
 }
 
 /// The thread: one sync for everything queued meanwhile, then answer it all.
-fn run(
-    queued: &mpsc::Receiver<Waiters>,
-    file: &Mutex<WalFile>,
-    failed: &AtomicBool,
-    counts: &Counts,
-) {
+fn run(queued: &mpsc::Receiver<Waiters>, file: &Mutex<WalFile>, failed: &AtomicBool) {
     while let Ok(mut waiters) = queued.recv() {
         for more in queued.try_iter() {
             waiters.extend(more);
         }
-        // Every COMMIT that ended by now wrote its frames before this sync begins.
-        let ended = counts.ended.load(Ordering::Acquire);
         let done = match file.lock() {
             Ok(mut f) => f.sync(),
             Err(_) => Err(io::Error::other("the WAL file's lock was poisoned")),
         };
-        if done.is_ok() {
-            counts.synced.fetch_max(ended, Ordering::AcqRel);
-        }
         if let Err(e) = &done {
             failed.store(true, Ordering::Release);
             tracing::error!(
@@ -267,9 +231,6 @@ mod tests {
         let syncs = Syncs::start(&dir.join("ledger.db")).unwrap();
         let release = syncs.hold();
 
-        // A COMMIT ended: a reader may have seen it, so the barrier waits for a sync too.
-        syncs.commit_begins();
-        syncs.commit_ended();
         let (tx, member) = oneshot::channel();
         syncs.after_sync(vec![tx]);
         let barrier = tokio::spawn({
@@ -292,11 +253,6 @@ mod tests {
             .expect("the barrier passed once the sync ran")
             .unwrap()
             .expect("the sync succeeded");
-        // Every COMMIT ended before a sync that succeeded began: the next barrier passes at once,
-        // even while the syncs are held back.
-        let held = syncs.hold();
-        syncs.synced().await.expect("nothing to wait for");
-        drop(held);
         assert!(!syncs.take_failure());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -307,8 +263,6 @@ mod tests {
         // A "WAL" that cannot be synced: /dev/null refuses fdatasync (EINVAL).
         std::os::unix::fs::symlink("/dev/null", dir.join("ledger.db-wal")).unwrap();
         let syncs = Syncs::start(&dir.join("ledger.db")).unwrap();
-        syncs.commit_begins();
-        syncs.commit_ended();
         assert!(matches!(
             syncs.synced().await,
             Err(StoreError::NotCommitted)

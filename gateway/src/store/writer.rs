@@ -30,11 +30,15 @@
 //! are untouched. When the batch itself is lost (SQLite rolls a transaction back by itself on a
 //! full disk or an I/O error, a `COMMIT` fails, a sync of the WAL failed, or a statement that
 //! begins or ends a transaction was interrupted so that what the connection has open is
-//! unknown), every member waiting on it
-//! is answered [`StoreError::NotCommitted`] and the connection is closed (which rolls back
-//! whatever it had open); the next member opens a fresh one. The connection is never used again
-//! in a state this module did not see through: that is what left the ledger "database is
-//! locked" for good when sqlx's own transaction bookkeeping went out of step with SQLite's.
+//! unknown), every member waiting on it is answered [`StoreError::NotCommitted`] and the
+//! connection is closed (which rolls back whatever it had open); the next member opens a fresh
+//! one. The connection is never used again in a state this module did not see through: that is
+//! what left the ledger "database is locked" for good when sqlx's own transaction bookkeeping
+//! went out of step with SQLite's.
+//!
+//! A `COMMIT` that crosses [`WAL_FALLBACK_PAGES`] checkpoints by itself, here on the async
+//! worker; that is reached only if the checkpointer falls thousands of pages behind, and the
+//! writer would be held for it wherever it ran.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -463,10 +467,7 @@ async fn settle(writer: Arc<Mutex<State>>, pending: Pending) {
     };
     // Here, not on a blocking thread: without the sync (see [`super::wal_sync`]) a COMMIT
     // writes the batch's frames to the WAL (into the page cache) and returns.
-    s.syncs.commit_begins();
-    let ended = s.control(end);
-    s.syncs.commit_ended();
-    match ended {
+    match s.control(end) {
         Ok(()) => {
             s.in_batch = false;
             if waiters.len() > 1 {
