@@ -221,17 +221,45 @@ async fn gateway(
     tracing::info!("HTTP stopped; draining the outbox");
     // Requests have finished: let the relay publish what they committed, then stop it.
     relay_stop.cancel();
-    let _ = relay.await;
-    let _ = events.await;
-    let _ = ack_watch.await;
+    let _ = stopping("the outbox relay", relay).await;
+    let _ = stopping("the report and reply consumers", events).await;
+    let _ = stopping("the letter acknowledgement watch", ack_watch).await;
     let adapters = match hosted {
-        Some(adapters) => adapters.await.context("adapter task"),
+        Some(adapters) => stopping("the adapters", adapters)
+            .await
+            .context("adapter task"),
         None => Ok(Ok(())),
     };
     audit_stop.cancel();
-    let _ = audit_writer.await;
+    let _ = stopping("the audit writer", audit_writer).await;
     tracing::info!("gateway stopped");
     adapters?
+}
+
+/// How long one part of the shutdown may take before the wait is reported.
+const SLOW_STOP: Duration = Duration::from_secs(2);
+
+/// Wait for one part of the gateway to stop. Said at debug level; a part that takes longer than
+/// [`SLOW_STOP`] is reported at warn level while it is still awaited and again when it stops, so
+/// that a slow shutdown names what held it even if the process is killed first.
+async fn stopping<F: std::future::Future>(part: &'static str, stopped: F) -> F::Output {
+    let started = std::time::Instant::now();
+    tokio::pin!(stopped);
+    let out = tokio::select! {
+        out = &mut stopped => out,
+        () = tokio::time::sleep(SLOW_STOP) => {
+            tracing::warn!(part, "shutdown: still waiting for {part} after {} s", SLOW_STOP.as_secs());
+            let out = stopped.await;
+            tracing::warn!(part, took_ms = started.elapsed().as_millis() as u64, "shutdown: {part} stopped");
+            return out;
+        }
+    };
+    tracing::debug!(
+        part,
+        took_ms = started.elapsed().as_millis() as u64,
+        "shutdown: {part} stopped"
+    );
+    out
 }
 
 /// Adapters by name, consuming their queues until shutdown.

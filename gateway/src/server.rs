@@ -23,6 +23,8 @@ use crate::tls::Reloading;
 
 /// How long open connections get to finish after shutdown starts.
 const GRACE: Duration = Duration::from_secs(10);
+/// After this long in the grace period, the connections still open are reported.
+const SLOW_GRACE: Duration = Duration::from_secs(2);
 
 /// Who sent a request: the caller its certificate identifies, and the peer address.
 #[derive(Debug, Clone)]
@@ -110,9 +112,21 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let open = graceful.count();
+    let done = graceful.shutdown();
+    tokio::pin!(done);
+    // Idle connections close at once and open requests finish; a wait longer than a moment is
+    // reported while it lasts, so that a slow stop says what held it.
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
+        () = &mut done => return,
+        () = tokio::time::sleep(SLOW_GRACE) => tracing::warn!(
+            connections = open,
+            "shutdown: HTTP connections still open after {} s", SLOW_GRACE.as_secs()
+        ),
+    }
+    tokio::select! {
+        () = done => tracing::warn!("shutdown: the last HTTP connection closed"),
+        () = tokio::time::sleep(GRACE - SLOW_GRACE) => tracing::warn!("connections still open after the grace period"),
     }
 }
 
