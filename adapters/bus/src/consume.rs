@@ -190,6 +190,42 @@ impl Default for ConsumeSettings {
 /// of accepted, end-to-end p99 about 500 ms); at 8 it keeps up (98-99%, about 200-250 ms).
 pub const BUFFER_FACTOR: u16 = 8;
 
+/// The longest an acknowledgement may take to be handed to the connection; normally it takes
+/// microseconds. lapin can leave an ack sent just as the connection broke unanswered for good, and
+/// a delivery task waiting on it would hold its consumer: no reconnect, and no shutdown.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Acknowledge `delivery`, or fail (so that the consumer reconnects, and the broker redelivers
+/// the message, whose handling is idempotent) if the connection does not take the ack in time.
+async fn ack(delivery: &Delivery) -> Result<(), BusError> {
+    bounded(
+        ACK_WAIT,
+        "ack",
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `broker_call`, given at most `wait` to finish.
+async fn bounded<T>(
+    wait: Duration,
+    what: &'static str,
+    broker_call: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(wait, broker_call).await {
+        Ok(done) => Ok(done?),
+        Err(_) => {
+            tracing::warn!(
+                what,
+                "the broker connection did not take the {what} within {} ms; reconnecting",
+                wait.as_millis()
+            );
+            Err(BusError::NoAnswer { what, wait })
+        }
+    }
+}
+
 /// 1 s, 5 s, 30 s, 2 min, 10 min, then hourly.
 pub fn default_retry_delays() -> Vec<Duration> {
     [1, 5, 30, 120, 600, 3600]
@@ -302,7 +338,7 @@ impl Ctx {
                     &format!("undecodable message: {e}"),
                 )
                 .await?;
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                ack(&delivery).await?;
                 return Ok(());
             }
         };
@@ -392,8 +428,7 @@ impl Ctx {
                     .await?;
             }
         }
-        delivery.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        ack(&delivery).await
     }
 
     async fn park(
@@ -638,6 +673,21 @@ mod tests {
             horizon: Some(Duration::from_secs(10)),
         };
         assert!(give_up(1, Duration::from_secs(11), day, short).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_broker_call_that_never_completes_fails_after_its_wait() {
+        let wait = Duration::from_millis(20);
+        let never = std::future::pending::<Result<bool, lapin::Error>>();
+        let failed = tokio::time::timeout(Duration::from_secs(5), bounded(wait, "ack", never))
+            .await
+            .expect("bounded returned within its wait");
+        assert!(
+            matches!(failed, Err(BusError::NoAnswer { what: "ack", .. })),
+            "{failed:?}"
+        );
+        let done = bounded(wait, "ack", async { Ok::<_, lapin::Error>(true) }).await;
+        assert!(matches!(done, Ok(true)), "{done:?}");
     }
 
     #[test]

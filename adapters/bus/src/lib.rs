@@ -48,6 +48,12 @@ pub enum BusError {
     ConsumerClosed(String),
     #[error("not sent: an earlier message of the batch failed")]
     NotSent,
+    /// A call the broker connection normally completes at once did not complete in time.
+    #[error("the broker connection did not take the {what} within {wait:?}")]
+    NoAnswer {
+        what: &'static str,
+        wait: std::time::Duration,
+    },
     #[error("envelope: {0}")]
     Envelope(#[from] envelope::EnvelopeError),
     /// The broker URL cannot be used. Never quotes the URL (it holds the password).

@@ -67,8 +67,8 @@ impl Syncs {
     /// Answer `waiters` once the WAL is on disk with everything written to it before this call.
     pub(super) fn after_sync(&self, waiters: Waiters) {
         if let Err(mpsc::SendError(waiters)) = self.jobs.send(waiters) {
-            // The thread is gone (it never panics; a runtime shutting down): not known to be
-            // durable.
+            // The thread is gone, which only a panic in it could do: the writes cannot be known
+            // to be durable.
             for w in waiters {
                 let _ = w.send(false);
             }
