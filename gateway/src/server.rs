@@ -120,7 +120,7 @@ pub async fn serve(
     tokio::select! {
         () = &mut done => return,
         () = tokio::time::sleep(SLOW_GRACE) => tracing::warn!(
-            connections = open,
+            open_when_the_stop_began = open,
             "shutdown: HTTP connections still open after {} s", SLOW_GRACE.as_secs()
         ),
     }
