@@ -48,8 +48,9 @@ pub enum BusError {
     ConsumerClosed(String),
     #[error("not sent: an earlier message of the batch failed")]
     NotSent,
-    /// A call the broker connection normally completes at once did not complete in time.
-    #[error("the broker connection did not take the {what} within {wait:?}")]
+    /// A call the broker connection normally completes at once (an ack), or soon (a publish's
+    /// confirm), did not complete in time.
+    #[error("no answer on the broker connection to the {what} within {wait:?}")]
     NoAnswer {
         what: &'static str,
         wait: std::time::Duration,
