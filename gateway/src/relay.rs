@@ -99,17 +99,22 @@ impl Relay {
         &self,
         publisher: &Publisher,
     ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-        let rows = self.store.unsent(BATCH).await?;
+        let mut rows = self.store.unsent(BATCH).await?;
         if rows.is_empty() {
             return Ok(0);
         }
+        // Each envelope moves into its message: the batch holds one copy of what it sends.
+        let envelopes: Vec<String> = rows
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.envelope))
+            .collect();
         // Rows are read as soon as they are committed; none leaves before it is on disk.
         self.store.synced().await?;
         let mut set_aside: Vec<(&OutboxRow, String)> = Vec::new();
         let mut publishable = Vec::with_capacity(rows.len());
         let mut msgs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match outgoing(row) {
+        for (row, envelope) in rows.iter().zip(envelopes) {
+            match outgoing(row, envelope) {
                 Ok(m) => {
                     publishable.push(row);
                     msgs.push(m);
@@ -156,15 +161,18 @@ impl Relay {
     }
 }
 
-fn outgoing(row: &OutboxRow) -> Result<Outgoing<'_>, signpost_bus::envelope::EnvelopeError> {
-    // Only the head: the payload goes out as stored, unread.
-    let head = Head::from_bytes(row.envelope.as_bytes())?;
-    // The envelope's own message id, also for a replay (whose outbox row has an id of its own).
-    let properties = head.properties();
+/// `row`'s message, its body the row's `envelope`.
+fn outgoing(
+    row: &OutboxRow,
+    envelope: String,
+) -> Result<Outgoing<'_>, signpost_bus::envelope::EnvelopeError> {
+    // Only the head: the payload goes out as stored, unread. The envelope's own message id,
+    // also for a replay (whose outbox row has an id of its own).
+    let properties = Head::from_bytes(envelope.as_bytes())?.properties();
     Ok(Outgoing {
         exchange: &row.exchange,
         routing_key: &row.routing_key,
-        body: row.envelope.clone().into_bytes(),
+        body: envelope.into_bytes(),
         properties,
     })
 }
