@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::store::{OutboxRow, Store};
 
-/// Rows read, published and marked at a time. Small batches keep the loop smooth: in A/B pairs
-/// of `signpost-bench --quick` (three each), 256 rows gave 2,620-2,660 referrals/s at 64
-/// connections, 0.49-0.51 ms of gateway CPU per referral and a peak of 91-103 MB; 64 rows
-/// 2,950-3,540/s, 0.39-0.46 ms and 86-88 MB; 32 rows 3,400-3,670/s, 0.37-0.40 ms and 84-87 MB.
-const BATCH: i64 = 32;
+/// Rows read, published and marked at a time. Smaller batches let the relay fall behind: in
+/// A/B pairs of `signpost-bench --quick` at 64 connections, 256 rows delivered 2,350-2,540
+/// referrals/s, 64 rows 2,110-2,420 and 32 rows 1,780-1,840, while the gateway accepted more
+/// (up to 3,670/s) with the outbox growing behind it.
+const BATCH: i64 = 256;
 
 pub struct Relay {
     pub store: Store,
